@@ -1,0 +1,85 @@
+"""Command-line interface: ``c2fseg <command> ...``.
+
+Each subcommand lives in ``c2fseg.commands.<name>`` as ``add_parser(subparsers)`` plus
+``run(args) -> int``; the module imports only argparse at load time and calls one API function
+in ``run``, so ``c2fseg --help`` stays fast (no torch import).
+
+Exit codes: 0 success, 1 unexpected error, 2 usage error (bad arguments or input folder),
+3 finished but some cases failed (see the run report), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from c2fseg import __version__
+
+#: Subcommands in the order ``--help`` lists them; any other module in c2fseg.commands follows.
+ORDER: tuple[str, ...] = (
+    "demo",
+    "predict",
+    "phantom",
+    "view",
+    "split",
+    "evaluate",
+    "train",
+    "pseudolabel",
+    "bench",
+)
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class UsageError(Exception):
+    """Raised by a command for bad arguments or inputs; reported without a traceback, exit 2."""
+
+
+def command_names() -> list[str]:
+    """Names of the subcommand modules present in ``c2fseg.commands``, in display order."""
+    import pkgutil
+
+    from c2fseg import commands
+
+    found = {m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")}
+    return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="c2fseg",
+        description=(
+            "Coarse-to-fine abdominal CT segmentation: 13 organs + tumor (FLARE23 labels). "
+            "A coarse model finds the abdomen, organ and tumor models segment inside it."
+        ),
+        epilog="Exit codes: 0 ok, 1 error, 2 usage error, 3 some cases failed, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"c2fseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in command_names():
+        module = importlib.import_module(f"c2fseg.commands.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``c2fseg`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"c2fseg {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("c2fseg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
