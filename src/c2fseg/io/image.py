@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,22 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from c2fseg.io.errors import ImageReadError
+from c2fseg.io.formats import DETACHED_HEADER_EXTENSIONS, image_extension
 
-class ImageReadError(ValueError):
-    """An input image cannot be used; the message names the file, the problem and the fix."""
+__all__ = [
+    "Geometry",
+    "ImageReadError",
+    "Volume",
+    "canonical_to_sitk",
+    "header_matches",
+    "make_geometry",
+    "read_geometry",
+    "read_image",
+    "read_labels",
+    "write_labels",
+    "write_volume",
+]
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,9 @@ def orientation_of(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[i
     return tuple(best), signs  # type: ignore[return-value]
 
 
-def geometry_of(image: sitk.Image) -> Geometry:
-    """Describe a 3D SimpleITK image and the axis permutation/flips that make it canonical."""
+def geometry_of(image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+    """Describe a 3D SimpleITK image (or a reader after ReadImageInformation) and the axis
+    permutation/flips that make it canonical."""
     world_axis, signs = orientation_of(np.array(image.GetDirection()))
     transpose = [0, 0, 0]
     flip = [False, False, False]
@@ -108,13 +123,36 @@ def geometry_of(image: sitk.Image) -> Geometry:
     )
 
 
-def to_canonical(stored: np.ndarray, geom: Geometry) -> np.ndarray:
-    """Stored numpy array (SimpleITK [z, y, x] index order) -> canonical array."""
+def read_geometry(path: str | os.PathLike) -> Geometry:
+    """The geometry :func:`read_image` would give ``path``, from the header alone when possible.
+
+    Cheap for 3D scalar files (no voxel data read, no integrity checks); 2D/4D files and DICOM
+    folders are fully read. Raises :class:`ImageReadError` if the header cannot be read.
+    """
+    path = Path(path)
+    if path.is_file():
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            reader = None
+        if reader is not None and reader.GetDimension() == 3 and reader.GetNumberOfComponents() == 1:
+            return geometry_of(reader)
+    from c2fseg.io.validate import read_scalar_3d
+
+    return geometry_of(read_scalar_3d(path)[0])
+
+
+def to_canonical(stored: np.ndarray, geom: Geometry, dtype: np.dtype | None = None) -> np.ndarray:
+    """Stored numpy array (SimpleITK [z, y, x] index order) -> canonical array (one copy)."""
     arr = np.transpose(stored, geom.transpose)
     flips = tuple(a for a in range(3) if geom.flip[a])
     if flips:
         arr = np.flip(arr, axis=flips)
-    return np.ascontiguousarray(arr)
+    out = np.empty(arr.shape, dtype=dtype or stored.dtype)
+    out[...] = arr
+    return out
 
 
 def from_canonical(canonical: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -129,34 +167,43 @@ def from_canonical(canonical: np.ndarray, geom: Geometry) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(arr, np.argsort(geom.transpose)))
 
 
-def _read_sitk(path: Path) -> sitk.Image:
-    from c2fseg.io.validate import read_any  # local import: validation lives beside the reader
+def _read(path: str | os.PathLike, dtype: type) -> tuple[np.ndarray, Geometry, dict]:
+    from c2fseg.io.validate import read_scalar_3d
 
-    return read_any(path)
+    image, meta = read_scalar_3d(Path(path))
+    geom = geometry_of(image)
+    arr = to_canonical(sitk.GetArrayViewFromImage(image), geom, dtype)
+    return arr, geom, meta
 
 
 def read_image(path: str | os.PathLike) -> Volume:
-    """Read a CT (NIfTI, NRRD, MHA or a DICOM series folder) as float32 HU in canonical form."""
-    from c2fseg.io.validate import check_ct_values
+    """Read a CT (NIfTI, NRRD, MHA or a DICOM series folder) as float32 HU in canonical form.
+
+    Raises :class:`ImageReadError` for inputs that cannot be used (empty, truncated, corrupt,
+    4D with several volumes, RGB/vector, NaN/inf, mixed or incomplete DICOM series).
+    Suspicious but usable inputs (values not in HU, constant, one slice, qform/sform
+    disagreement) are read, with messages in ``meta["warnings"]`` also sent to
+    :func:`warnings.warn` (category :class:`c2fseg.io.validate.ImageValueWarning`).
+    """
+    from c2fseg.io.validate import check_ct_values, emit_warnings
 
     path = Path(path)
-    image = _read_sitk(path)
-    geom = geometry_of(image)
-    arr = to_canonical(sitk.GetArrayFromImage(image), geom).astype(np.float32, copy=False)
-    meta = check_ct_values(arr, path)
+    arr, geom, meta = _read(path, np.float32)
+    values = check_ct_values(arr, path)
+    meta["warnings"] = meta["warnings"] + values.pop("warnings")
+    meta.update(values)
+    emit_warnings(meta["warnings"])
     return Volume(arr, geom, path, meta)
 
 
 def read_labels(path: str | os.PathLike) -> Volume:
-    """Read a label map (values 0-14) as uint8 in canonical form."""
+    """Read a label map (integer values 0-14) as uint8 in canonical form."""
     from c2fseg.io.validate import check_label_values
 
     path = Path(path)
-    image = _read_sitk(path)
-    geom = geometry_of(image)
-    arr = to_canonical(sitk.GetArrayFromImage(image), geom)
-    arr = check_label_values(arr, path)
-    return Volume(arr, geom, path)
+    image_arr, geom, meta = _read(path, None)
+    arr = check_label_values(image_arr, path)
+    return Volume(arr, geom, path, meta)
 
 
 def canonical_to_sitk(canonical: np.ndarray, geom: Geometry) -> sitk.Image:
@@ -168,12 +215,47 @@ def canonical_to_sitk(canonical: np.ndarray, geom: Geometry) -> sitk.Image:
     return image
 
 
+def header_matches(image: sitk.Image, geom: Geometry, tol_mm: float = 1e-4) -> bool:
+    """Whether ``image`` has ``geom``'s size, spacing, origin and direction.
+
+    The tolerances allow for NIfTI storing the header in float32 (relative 1e-6 on top of
+    ``tol_mm``); anything a real orientation error would produce is far larger.
+    """
+    if image.GetDimension() != 3 or tuple(image.GetSize()) != tuple(geom.size):
+        return False
+    close = lambda a, b, atol: np.allclose(a, b, rtol=1e-6, atol=atol)  # noqa: E731
+    return (
+        close(image.GetSpacing(), geom.spacing, tol_mm)
+        and close(image.GetOrigin(), geom.origin, tol_mm)
+        and close(image.GetDirection(), geom.direction, 1e-5)
+    )
+
+
+def _check_output_path(path: Path) -> str:
+    ext = image_extension(path)
+    if ext is None:
+        raise ValueError(
+            f"{path}: cannot write this file type; name it .nii.gz, .nii, .nrrd, .nhdr, .mha "
+            "or .mhd"
+        )
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give a file name such as case.nii.gz")
+    return ext
+
+
 def atomic_write(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
-    """Write ``image`` to a temporary file beside ``path`` and rename it into place."""
+    """Write ``image`` beside ``path`` under a temporary name, then rename it into place.
+
+    On any error nothing is left at ``path`` (an existing file there stays untouched).
+    Detached-header formats (.nhdr, .mhd) are written into a temporary folder under their
+    final names (the header names its data file), data file moved first, header last.
+    """
     path = Path(path)
+    ext = _check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    if ext in DETACHED_HEADER_EXTENSIONS:
+        return _atomic_write_detached(image, path, compress)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{ext}", dir=path.parent)
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, useCompression=compress)
@@ -184,18 +266,34 @@ def atomic_write(image: sitk.Image, path: str | os.PathLike, compress: bool = Tr
     return path
 
 
+def _atomic_write_detached(image: sitk.Image, path: Path, compress: bool) -> Path:
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        sitk.WriteImage(image, str(tmp_dir / path.name), useCompression=compress)
+        for part in sorted(tmp_dir.iterdir(), key=lambda p: p.name == path.name):
+            os.replace(part, path.parent / part.name)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
 def write_labels(labels: np.ndarray, geom: Geometry, path: str | os.PathLike) -> Path:
-    """Write a canonical uint8 label map with the input's exact geometry, atomically."""
+    """Write a canonical label map as uint8 with the input's exact geometry, atomically."""
+    labels = np.asarray(labels)
     if labels.dtype != np.uint8:
+        if labels.dtype.kind not in "biuf":
+            raise ValueError(f"label map has dtype {labels.dtype}; expected integers 0-255")
+        if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+            raise ValueError("label map holds non-integer values; round or argmax it first")
         if labels.size and (labels.min() < 0 or labels.max() > 255):
-            raise ValueError("label values must fit in uint8")
+            raise ValueError("label values must fit in uint8 (0-255)")
         labels = labels.astype(np.uint8)
     return atomic_write(canonical_to_sitk(labels, geom), path)
 
 
 def write_volume(array: np.ndarray, geom: Geometry, path: str | os.PathLike) -> Path:
     """Write any canonical array (CT or labels) with ``geom``'s header, atomically."""
-    return atomic_write(canonical_to_sitk(array, geom), path)
+    return atomic_write(canonical_to_sitk(np.asarray(array), geom), path)
 
 
 def make_geometry(

@@ -1,0 +1,72 @@
+"""``c2fseg evaluate``: DSC and NSD of predicted label maps with the official FLARE23 rules."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from c2fseg.argtypes import existing_dir, positive_int
+
+
+def label_id(value: str) -> int:
+    """A FLARE23 foreground label given by id (1-14) or name (liver, tumor, ...)."""
+    from c2fseg.labels import LABELS, NAME_TO_ID
+
+    key = value.strip().lower()
+    lab = int(key) if key.isdigit() else NAME_TO_ID.get(key)
+    if lab is None or not 1 <= lab <= 14:
+        names = ", ".join(f"{i}={n}" for i, n in LABELS.items() if i)
+        raise argparse.ArgumentTypeError(f"{value!r} is not a FLARE23 label; use an id or name: {names}")
+    return lab
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score predictions against ground truth (DSC, NSD; FLARE23 rules)",
+        description=(
+            "Compute DSC and NSD per case and label with the official FLARE23 rules: per-label "
+            "NSD tolerances in mm, both empty -> 1, one empty -> 0, aorta/IVC/esophagus scored "
+            "only on the axial slices the ground truth spans, NSD = 0 when DSC < 0.2, spacing "
+            "from the header. Files are matched by name (<case>.nii.gz). A missing prediction "
+            "is scored as empty and listed; a prediction without ground truth is listed and not "
+            "scored; a case whose files cannot be read or whose geometry differs is reported as "
+            "failed. Exit code 3 when any case is missing or failed."
+        ),
+    )
+    p.add_argument("--pred", required=True, type=existing_dir, metavar="PRED_DIR",
+                   help="folder of predicted label maps")
+    p.add_argument("--gt", required=True, type=existing_dir, metavar="GT_DIR",
+                   help="folder of ground-truth label maps")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="metrics.json",
+                   help="JSON report (per case per label scores, means, missing, failed)")
+    p.add_argument("--csv", type=Path, default=None, metavar="metrics.csv",
+                   help="also write one CSV row per case and label")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="parallel processes (default: min(4, CPUs))")
+    p.add_argument("--labels", type=label_id, nargs="+", default=None, metavar="LABEL",
+                   help="score only these labels (ids or names; default: all 14)")
+    p.set_defaults(func=run)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def run(args: argparse.Namespace) -> int:
+    from c2fseg.cli import EXIT_OK, EXIT_SOME_FAILED, UsageError
+    from c2fseg.evaluate import evaluate_folders, format_summary
+
+    for out in (args.out, args.csv):
+        for folder in (args.pred, args.gt):
+            if out is not None and _inside(out, folder):
+                raise UsageError(f"{out} is inside the input folder {folder}; write it elsewhere")
+    try:
+        report = evaluate_folders(args.pred, args.gt, args.out, out_csv=args.csv,
+                                  workers=args.workers, labels=args.labels)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(format_summary(report))
+    print(f"Metrics: {args.out}" + (f", {args.csv}" if args.csv else ""))
+    bad = report["failed"] or report["missing"]["predictions"] or report["missing"]["ground_truth"]
+    return EXIT_SOME_FAILED if bad else EXIT_OK

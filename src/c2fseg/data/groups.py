@@ -1,0 +1,370 @@
+"""Sort training cases into the FLARE23 data groups G1-G6 and make seeded k-fold splits per stage.
+
+Groups follow only from what each label file contains (see ``shared/reference/flare23.md``):
+G1 no label file; G2 has one; G4 = G2 with tumor (label 14); G3 = G2 without tumor; G6 = G3 with
+all 13 organs; G5 = G3 with only some. An organ missing from a partial label file means "not
+annotated", so each case records which organ labels are present ("annotated").
+
+Stage training sets: coarse = G6, tumor = G4, organ = every usable case (G1 + G2; its targets are
+pseudo labels). Cases with problems (bad label values, image/label header mismatch, label without
+image, unreadable file) are listed with the reason and left out of every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from c2fseg.labels import MAX_LABEL, ORGANS, STAGES, TUMOR
+
+SPLITS_FORMAT = "c2fseg-splits"
+SPLITS_VERSION = 1
+GROUPS: tuple[str, ...] = ("G1", "G2", "G3", "G4", "G5", "G6")
+#: Largest header difference tolerated between an image and its label (relative above 1).
+GEOMETRY_TOLERANCE = 1e-4
+IMAGE_CHANNEL_SUFFIX = "_0000"
+
+
+@dataclass
+class CaseInfo:
+    """What one training case holds; ``problem`` set means the case is unusable."""
+
+    case: str
+    image: str | None
+    label: str | None
+    groups: list[str] = field(default_factory=list)  # e.g. ["G2", "G3", "G6"]
+    labels_present: list[int] = field(default_factory=list)
+    annotated: list[int] = field(default_factory=list)  # organ ids present in the label file
+    problem: str | None = None  # problem kind, e.g. "label_values"
+    reason: str | None = None
+
+    @property
+    def group(self) -> str | None:
+        """The most specific group (G1, G4, G5 or G6)."""
+        return self.groups[-1] if self.groups else None
+
+
+def groups_for(labels_present: list[int] | None) -> list[str]:
+    """Groups of a case from the labels in its label file (None = no label file)."""
+    if labels_present is None:
+        return ["G1"]
+    if TUMOR in labels_present:
+        return ["G2", "G4"]
+    complete = all(organ in labels_present for organ in ORGANS)
+    return ["G2", "G3", "G6" if complete else "G5"]
+
+
+def _read_header(path: Path):
+    """SimpleITK reader with only the header read (no pixel data): cheap for big CTs."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
+
+
+def _header_difference(a, b, tol: float = GEOMETRY_TOLERANCE) -> str | None:
+    """Why two SimpleITK headers (image or reader) differ in size/spacing/origin/direction."""
+    if tuple(a.GetSize()) != tuple(b.GetSize()):
+        return f"size {tuple(a.GetSize())} vs {tuple(b.GetSize())}"
+    for name in ("Spacing", "Origin", "Direction"):
+        va = np.asarray(getattr(a, f"Get{name}")(), float)
+        vb = np.asarray(getattr(b, f"Get{name}")(), float)
+        if va.shape != vb.shape or np.any(
+            np.abs(va - vb) > tol * np.maximum(1.0, np.maximum(np.abs(va), np.abs(vb)))
+        ):
+            return f"{name.lower()} {tuple(np.round(va, 6))} vs {tuple(np.round(vb, 6))}"
+    return None
+
+
+def label_values(array: np.ndarray, path: Path, chunk: int = 1 << 22) -> list[int]:
+    """Distinct label values of a label array; ValueError if any is not an integer in 0-14.
+
+    Counts with ``np.bincount`` chunk by chunk, so a 512x512x300 map needs no big temporaries.
+    """
+    if array.dtype.kind not in "iubf":
+        raise ValueError(f"{path}: unsupported label pixel type {array.dtype}")
+    flat = array.reshape(-1)
+    counts = np.zeros(MAX_LABEL + 1, dtype=np.int64)
+    for start in range(0, flat.size, chunk):
+        part = flat[start : start + chunk]
+        if part.dtype.kind == "f":
+            if not np.all(np.isfinite(part)) or np.any(part != np.round(part)):
+                raise ValueError(f"{path}: label values must be whole numbers 0-{MAX_LABEL}")
+            part = part.astype(np.int64)
+        if part.min() < 0 or part.max() > MAX_LABEL:
+            bad = np.unique(part[(part < 0) | (part > MAX_LABEL)])[:10]
+            shown = ", ".join(str(int(v)) for v in bad)
+            raise ValueError(f"{path}: label values outside 0-{MAX_LABEL}: {shown}")
+        counts += np.bincount(part, minlength=MAX_LABEL + 1)
+    return [int(v) for v in np.flatnonzero(counts)]
+
+
+def scan_case(image_path: str | os.PathLike | None, label_path: str | os.PathLike | None) -> CaseInfo:
+    """Read one case's label file (and the image header) and sort it into its groups.
+
+    Never raises for bad data: problems are returned in ``CaseInfo.problem``/``reason``.
+    """
+    import SimpleITK as sitk
+
+    image_path = Path(image_path) if image_path is not None else None
+    label_path = Path(label_path) if label_path is not None else None
+    case = _case_id(image_path, label_path)
+    info = CaseInfo(case, str(image_path) if image_path else None, str(label_path) if label_path else None)
+    if image_path is None:
+        return _fail(info, "label_without_image", f"{label_path}: label file has no image "
+                     f"(expected imagesTr/{case}{IMAGE_CHANNEL_SUFFIX}.<ext>)")
+    try:
+        image_header = _read_header(image_path)
+    except RuntimeError as exc:
+        return _fail(info, "unreadable_image", f"{image_path}: cannot be read ({_first_line(exc)})")
+    if label_path is None:
+        info.groups = groups_for(None)
+        return info
+    try:
+        label = sitk.ReadImage(str(label_path))
+    except RuntimeError as exc:
+        return _fail(info, "unreadable_label", f"{label_path}: cannot be read ({_first_line(exc)})")
+    if label.GetNumberOfComponentsPerPixel() != 1 or label.GetDimension() != 3:
+        return _fail(info, "unreadable_label", f"{label_path}: expected a 3D single-channel label map")
+    why = _header_difference(image_header, label)
+    if why:
+        return _fail(info, "geometry_mismatch",
+                     f"{label_path}: header differs from image {image_path.name}: {why}")
+    try:
+        present = label_values(sitk.GetArrayViewFromImage(label), label_path)
+    except ValueError as exc:
+        return _fail(info, "label_values", str(exc))
+    info.labels_present = present
+    info.annotated = [v for v in present if v in ORGANS]
+    info.groups = groups_for(present)
+    return info
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _fail(info: CaseInfo, kind: str, reason: str) -> CaseInfo:
+    info.problem, info.reason = kind, reason
+    return info
+
+
+def _case_id(image_path: Path | None, label_path: Path | None) -> str:
+    from c2fseg.io.formats import strip_image_extension
+
+    if label_path is not None:
+        return strip_image_extension(label_path)
+    stem = strip_image_extension(image_path)  # type: ignore[arg-type]
+    return stem[: -len(IMAGE_CHANNEL_SUFFIX)] if stem.endswith(IMAGE_CHANNEL_SUFFIX) else stem
+
+
+def find_cases(data_dir: Path) -> tuple[dict[str, tuple[Path | None, Path | None]], list[dict]]:
+    """Pair ``imagesTr/<case>_0000.<ext>`` with ``labelsTr/<case>.<ext>``; list naming problems."""
+    from c2fseg.io.formats import image_extension, strip_image_extension
+
+    images_dir, labels_dir = data_dir / "imagesTr", data_dir / "labelsTr"
+    if not images_dir.is_dir():
+        raise FileNotFoundError(
+            f"{data_dir}: no imagesTr folder; expected the nnU-Net raw layout "
+            "DATA/imagesTr/<case>_0000.nii.gz and DATA/labelsTr/<case>.nii.gz"
+        )
+    problems: list[dict] = []
+
+    def collect(folder: Path, is_image: bool) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        if not folder.is_dir():
+            return found
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or image_extension(path) is None:
+                continue
+            stem = strip_image_extension(path)
+            if is_image and not stem.endswith(IMAGE_CHANNEL_SUFFIX):
+                if not stem[-5:-4] == "_" or not stem[-4:].isdigit():
+                    problems.append(_problem(stem, "bad_name", f"{path}: image names must end in "
+                                             f"{IMAGE_CHANNEL_SUFFIX}.<ext> (nnU-Net channel 0)"))
+                continue  # other channels (_0001, ...) are not used for CT
+            case = stem[: -len(IMAGE_CHANNEL_SUFFIX)] if is_image else stem
+            if case in found:
+                problems.append(_problem(case, "duplicate", f"{found[case].name} and {path.name} "
+                                         f"in {folder} are the same case; keep one"))
+            found[case] = path
+        return found
+
+    images, labels = collect(images_dir, True), collect(labels_dir, False)
+    dup = {p["case"] for p in problems if p["kind"] == "duplicate"}
+    pairs = {c: (images.get(c), labels.get(c)) for c in sorted(set(images) | set(labels)) if c not in dup}
+    return pairs, problems
+
+
+def _problem(case: str, kind: str, reason: str) -> dict:
+    return {"case": case, "kind": kind, "reason": reason}
+
+
+def scan_cases(pairs: dict[str, tuple[Path | None, Path | None]], workers: int) -> list[CaseInfo]:
+    """Scan every case in a process pool (inline for one worker) with a progress bar."""
+    from tqdm import tqdm
+
+    items = list(pairs.items())
+    results: list[CaseInfo] = []
+    with tqdm(total=len(items), desc="scan labels", unit="case", disable=None) as bar:
+        if workers <= 1 or len(items) <= 1:
+            for _, (img, lab) in items:
+                results.append(scan_case(img, lab))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+                futures = [pool.submit(scan_case, img, lab) for _, (img, lab) in items]
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    bar.update()
+    return sorted(results, key=lambda info: info.case)
+
+
+def kfold(cases: list[str], strata: dict[str, str], folds: int, seed: int, stage: str) -> list[dict]:
+    """Seeded k-fold split: each case in exactly one val fold, fold sizes differ by at most 1.
+
+    Cases are shuffled within each stratum (group), strata are concatenated and dealt round-robin,
+    so every group is spread evenly too. nnU-Net's ``splits_final.json`` format.
+    """
+    rng = np.random.default_rng([seed, STAGES.index(stage)])
+    order: list[str] = []
+    for stratum in sorted(set(strata[c] for c in cases)):
+        members = sorted(c for c in cases if strata[c] == stratum)
+        order += [members[i] for i in rng.permutation(len(members))]
+    val = [sorted(order[k::folds]) for k in range(folds)]
+    return [{"train": sorted(set(cases) - set(v)), "val": v} for v in val]
+
+
+def default_workers() -> int:
+    """min(4, usable CPUs)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
+                 workers: int | None = None) -> dict:
+    """Scan a FLARE/nnU-Net raw dataset and return the splits document.
+
+    Keys: ``format``/``version``; ``data_dir`` (absolute), ``seed``, ``folds``; ``counts`` per group
+    (plus ``cases`` usable and ``problems``); ``stages[stage] = {"cases": [...], "folds": [{"train":
+    [...], "val": [...]}, ...]}`` (nnU-Net ``splits_final.json`` form); ``cases[case] = {"group",
+    "groups", "image", "label" (relative to data_dir; label None for G1), "labels_present",
+    "annotated"}``; ``problems`` = [{"case", "kind", "reason"}]; ``warnings``.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2 (got {folds})")
+    data_dir = Path(data_dir).resolve()
+    pairs, problems = find_cases(data_dir)
+    infos = scan_cases(pairs, workers or default_workers())
+    problems += [_problem(i.case, i.problem, i.reason) for i in infos if i.problem]  # type: ignore[arg-type]
+    good = [i for i in infos if not i.problem]
+    group_of = {i.case: i.group for i in good}
+    members = {
+        "coarse": [i.case for i in good if "G6" in i.groups],
+        "tumor": [i.case for i in good if "G4" in i.groups],
+        "organ": [i.case for i in good],
+    }
+    warnings = [
+        f"stage {stage} has {len(cases)} case(s), fewer than {folds} folds: some folds have no "
+        "validation cases" for stage, cases in members.items() if len(cases) < folds
+    ]
+    return {
+        "format": SPLITS_FORMAT,
+        "version": SPLITS_VERSION,
+        "data_dir": str(data_dir),
+        "seed": seed,
+        "folds": folds,
+        "counts": {g: sum(g in i.groups for i in good) for g in GROUPS}
+        | {"cases": len(good), "problems": len(problems)},
+        "stages": {
+            stage: {"cases": cases, "folds": kfold(cases, group_of, folds, seed, stage)}  # type: ignore[arg-type]
+            for stage, cases in members.items()
+        },
+        "cases": {i.case: _case_record(i, data_dir) for i in good},
+        "problems": sorted(problems, key=lambda p: (p["case"], p["kind"])),
+        "warnings": warnings,
+    }
+
+
+def _case_record(info: CaseInfo, data_dir: Path) -> dict:
+    """JSON record of a usable case, with file paths relative to the data folder."""
+    record = asdict(info)
+    for key in ("image", "label"):
+        if record[key] is not None:
+            record[key] = os.path.relpath(record[key], data_dir)
+    del record["case"], record["problem"], record["reason"]
+    return {"group": info.group, **record}
+
+
+def write_splits(splits: dict, path: str | os.PathLike) -> Path:
+    """Validate and write the splits document as JSON, atomically (temp file + rename)."""
+    validate_splits(splits, str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(splits, fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_splits(path: str | os.PathLike) -> dict:
+    """Read and validate a splits.json written by ``c2fseg split``."""
+    path = Path(path)
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such splits file; create it with `c2fseg split`") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); recreate it with `c2fseg split`") from None
+    validate_splits(splits, str(path))
+    return splits
+
+
+def validate_splits(splits: dict, where: str = "splits") -> None:
+    """Raise ValueError naming the problem if ``splits`` is not a consistent splits document."""
+
+    def bad(msg: str) -> ValueError:
+        return ValueError(f"{where}: {msg}; recreate it with `c2fseg split`")
+
+    if not isinstance(splits, dict) or splits.get("format") != SPLITS_FORMAT:
+        raise bad(f"not a c2fseg splits file (format must be {SPLITS_FORMAT!r})")
+    if splits.get("version") != SPLITS_VERSION:
+        raise bad(f"unsupported version {splits.get('version')!r} (expected {SPLITS_VERSION})")
+    missing = [k for k in ("data_dir", "seed", "folds", "counts", "stages", "cases", "problems")
+               if k not in splits]
+    if missing:
+        raise bad(f"missing keys {missing}")
+    known = set(splits["cases"])
+    for stage in STAGES:
+        entry = splits["stages"].get(stage)
+        if not isinstance(entry, dict) or "cases" not in entry or "folds" not in entry:
+            raise bad(f"stage {stage!r} is missing or lacks 'cases'/'folds'")
+        cases = set(entry["cases"])
+        if cases - known:
+            raise bad(f"stage {stage!r} lists unknown cases {sorted(cases - known)[:5]}")
+        if len(entry["folds"]) != splits["folds"]:
+            raise bad(f"stage {stage!r} has {len(entry['folds'])} folds, expected {splits['folds']}")
+        vals = [c for fold in entry["folds"] for c in fold["val"]]
+        if sorted(vals) != sorted(cases):
+            raise bad(f"stage {stage!r}: validation folds do not hold each case exactly once")
+        for k, fold in enumerate(entry["folds"]):
+            if set(fold["train"]) != cases - set(fold["val"]):
+                raise bad(f"stage {stage!r} fold {k}: train is not the stage cases minus val")

@@ -1,0 +1,194 @@
+"""Folder evaluation: case matching, geometry checks, missing/failed cases, JSON/CSV, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from c2fseg.cli import main
+from c2fseg.evaluate import evaluate_folders, format_summary, score_files
+from c2fseg.labels import ORGANS
+
+SPACING_XYZ = (0.8, 0.9, 2.5)
+LIVER, SPLEEN, TUMOR = 1, 3, 14
+
+
+def write(path: Path, arr: np.ndarray, spacing=SPACING_XYZ, origin=(0.0, 0.0, 0.0), direction=None):
+    """Write a [z, y, x] array as a label file with the given header."""
+    image = sitk.GetImageFromArray(arr.astype(np.uint8))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def labels_map() -> np.ndarray:
+    arr = np.zeros((8, 10, 12), np.uint8)
+    arr[1:5, 2:7, 1:5] = LIVER
+    arr[2:6, 3:8, 7:11] = SPLEEN
+    arr[3:5, 4:6, 2:4] = TUMOR
+    return arr
+
+
+@pytest.fixture()
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """gt: a, b, c, d; pred: a (perfect), b (spleen missed), c (wrong spacing), e (no gt)."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    truth = labels_map()
+    for case in "abcd":
+        write(gt_dir / f"{case}.nii.gz", truth)
+    write(pred_dir / "a.nii.gz", truth)
+    write(pred_dir / "b.nii.gz", np.where(truth == SPLEEN, 0, truth))
+    write(pred_dir / "c.nii.gz", truth, spacing=(0.8, 0.9, 3.0))
+    write(pred_dir / "e.nii.gz", truth)
+    (pred_dir / "run.json").write_text("{}")  # not an image: ignored
+    return pred_dir, gt_dir
+
+
+def test_evaluate_folders_report(folders, tmp_path):
+    pred_dir, gt_dir = folders
+    out_json, out_csv = tmp_path / "out" / "metrics.json", tmp_path / "out" / "metrics.csv"
+    report = evaluate_folders(pred_dir, gt_dir, out_json, out_csv, workers=1)
+
+    assert json.loads(out_json.read_text()) == report
+    assert report["missing"] == {"predictions": ["d"], "ground_truth": ["e"]}
+    assert [f["case"] for f in report["failed"]] == ["c"]
+    assert "spacing" in report["failed"][0]["reason"]
+    assert sorted(report["cases"]) == ["a", "b", "d"]
+
+    a, b, d = (report["cases"][k] for k in "abd")
+    assert a["liver"] == {"dsc": 1.0, "nsd": 1.0}
+    assert a["gallbladder"] == {"dsc": 1.0, "nsd": 1.0}  # absent on both sides
+    assert b["spleen"] == {"dsc": 0.0, "nsd": 0.0}
+    assert d["liver"] == {"dsc": 0.0, "nsd": 0.0}  # missing prediction scored as empty
+    assert d["duodenum"] == {"dsc": 1.0, "nsd": 1.0}
+
+    spleen = report["per_label"]["spleen"]
+    assert spleen["n"] == 3 and spleen["dsc"] == pytest.approx(1 / 3)
+    organ_means = [report["per_label"][n]["dsc"] for n in report["per_label"] if n != "tumor"]
+    assert len(organ_means) == len(ORGANS)
+    assert report["means"]["organ_dsc"] == pytest.approx(np.mean(organ_means))
+    assert report["means"]["tumor_dsc"] == pytest.approx(2 / 3)
+
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 3 * 14
+    d_liver = next(r for r in rows if r["case"] == "d" and r["label"] == "liver")
+    assert d_liver["missing_prediction"] == "1" and float(d_liver["dsc"]) == 0.0
+
+    table = format_summary(report)
+    assert "spleen" in table and "33.33" in table and "missing prediction: d" in table
+
+
+def test_label_subset(folders, tmp_path):
+    pred_dir, gt_dir = folders
+    report = evaluate_folders(pred_dir, gt_dir, tmp_path / "m.json", workers=1, labels=[TUMOR])
+    assert list(report["per_label"]) == ["tumor"]
+    assert report["means"]["organ_dsc"] is None and report["means"]["organs_scored"] == 0
+    with pytest.raises(ValueError):
+        evaluate_folders(pred_dir, gt_dir, tmp_path / "m.json", labels=[0])
+
+
+@pytest.mark.parametrize(
+    "header, problem",
+    [
+        ({"origin": (0.0, 0.0, 1.0)}, "origin"),
+        ({"direction": (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)}, "direction"),
+        ({"origin": (0.0, 0.0, 0.00005)}, None),  # within 1e-4: accepted
+    ],
+)
+def test_geometry_check(tmp_path, header, problem):
+    truth = labels_map()
+    gt = write(tmp_path / "gt.nii.gz", truth)
+    pred = write(tmp_path / "pred.nii.gz", truth, **header)
+    if problem is None:
+        assert score_files(pred, gt)[LIVER]["dsc"] == 1.0
+    else:
+        with pytest.raises(ValueError, match=problem):
+            score_files(pred, gt)
+
+
+def test_size_mismatch_and_bad_values_fail_the_case(tmp_path):
+    truth = labels_map()
+    write(tmp_path / "gt" / "a.nii.gz", truth)
+    write(tmp_path / "gt" / "b.nii.gz", truth)
+    write(tmp_path / "pred" / "a.nii.gz", truth[:, :, :-1])
+    bad = truth.copy()
+    bad[0, 0, 0] = 20
+    write(tmp_path / "pred" / "b.nii.gz", bad)
+    report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "m.json", workers=1)
+    reasons = {f["case"]: f["reason"] for f in report["failed"]}
+    assert "size" in reasons["a"]
+    assert "b.nii.gz" in reasons["b"]
+    assert report["n_scored"] == 0
+
+
+def test_cli_end_to_end(folders, tmp_path, capsys):
+    pred_dir, gt_dir = folders
+    out_json, out_csv = tmp_path / "m.json", tmp_path / "m.csv"
+    code = main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "-o", str(out_json),
+                 "--csv", str(out_csv), "--workers", "2", "--labels", "liver", "3", "tumor"])
+    assert code == 3  # a case is missing and one failed
+    printed = capsys.readouterr().out
+    assert "liver" in printed and "spleen" in printed and "missing prediction: d" in printed
+    report = json.loads(out_json.read_text())
+    assert set(report["labels"].values()) == {"liver", "spleen", "tumor"}
+    assert report["cases"]["a"]["spleen"]["dsc"] == 1.0
+    assert out_csv.read_text().startswith("case,label_id,label,dsc,nsd")
+
+
+def test_cli_all_good_exit_zero(tmp_path, capsys):
+    truth = labels_map()
+    write(tmp_path / "gt" / "a.nii.gz", truth)
+    write(tmp_path / "pred" / "a.nii.gz", truth)
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "-o", str(tmp_path / "m.json")])
+    assert code == 0
+    assert "100.00" in capsys.readouterr().out
+
+
+def test_cli_refuses_output_inside_input(folders, capsys):
+    pred_dir, gt_dir = folders
+    code = main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir),
+                 "-o", str(pred_dir / "metrics.json")])
+    assert code == 2
+    assert "inside the input folder" in capsys.readouterr().err
+    assert not (pred_dir / "metrics.json").exists()
+
+
+def test_cli_rejects_unknown_label(folders, capsys):
+    pred_dir, gt_dir = folders
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "-o", "x.json",
+              "--labels", "kidneys"])
+    assert "not a FLARE23 label" in capsys.readouterr().err
+
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+REAL_LABELS = REAL / "ts_example_ct_labels.nii.gz"
+
+
+@pytest.mark.skipif(not REAL_LABELS.exists(), reason="real CT labels not available")
+def test_real_labels_shifted_one_slice(tmp_path):
+    """Real anatomy, RAS header, 3 mm voxels: a 1-slice axial shift is 3 mm."""
+    from c2fseg.io import read_labels, write_labels
+
+    vol = read_labels(REAL_LABELS)
+    write_labels(vol.array, vol.geometry, tmp_path / "gt" / "ct.nii.gz")
+    shifted = np.zeros_like(vol.array)
+    shifted[1:] = vol.array[:-1]  # one slice toward superior, no wrap-around
+    write_labels(shifted, vol.geometry, tmp_path / "pred" / "ct.nii.gz")
+    report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "m.json", workers=1)
+    scores = report["cases"]["ct"]
+    assert report["failed"] == [] and report["missing"]["predictions"] == []
+    assert scores["esophagus"] == {"dsc": 1.0, "nsd": 1.0}  # absent on both sides
+    assert scores["liver"]["nsd"] == pytest.approx(1.0)  # 5 mm tolerance > 3 mm shift
+    assert 0.9 < scores["liver"]["dsc"] < 1.0
+    assert scores["aorta"]["nsd"] < 1.0  # 2 mm tolerance < 3 mm shift
