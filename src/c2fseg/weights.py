@@ -1,0 +1,321 @@
+"""Stage weights folders (``weights/<stage>/``): manifest writing, loading and hash checks.
+
+A stage folder holds ``plans.json``, ``dataset.json``, ``checkpoint_final.pth`` and ``manifest.json``.
+The manifest records what inference needs to know without importing torch (spacing, patch size,
+CT statistics, channel -> FLARE label map, default inference settings) plus provenance (version,
+date, trainer, training cases) and a SHA-256 of every file so a damaged or swapped file is caught
+before a model runs on it. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from c2fseg import __version__
+from c2fseg.labels import NAME_TO_ID, check_stage
+
+MANIFEST_NAME = "manifest.json"
+PLANS_NAME = "plans.json"
+DATASET_NAME = "dataset.json"
+CHECKPOINT_NAME = "checkpoint_final.pth"
+MANIFEST_FORMAT = 1
+ENV_VAR = "C2FSEG_WEIGHTS"
+
+#: Inference defaults written into a manifest when training does not say otherwise. The coarse
+#: pass only has to find the abdomen, so it tiles without overlap (step 1.0).
+DEFAULT_INFERENCE: dict[str, dict[str, Any]] = {
+    "coarse": {"step": 1.0, "weighting": "uniform", "mirror": False, "min_prob": 0.0},
+    "tumor": {"step": 0.5, "weighting": "uniform", "mirror": False, "min_prob": 0.0},
+    "organ": {"step": 0.5, "weighting": "uniform", "mirror": False, "min_prob": 0.0},
+}
+
+
+class WeightsError(ValueError):
+    """A weights folder is missing, incomplete or damaged; the message says how to fix it.
+
+    A ValueError (bad input to the program), so callers can catch it with other setup errors.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans helpers (pure dict work, no nnU-Net import)
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_configuration(plans: dict, configuration: str) -> dict:
+    """The configuration dict with ``inherits_from`` chains merged (child keys win)."""
+    configs = plans.get("configurations", {})
+    chain: list[str] = []
+    name: str | None = configuration
+    while name is not None:
+        if name not in configs:
+            raise WeightsError(
+                f"configuration {name!r} is not in the plans (available: {', '.join(configs)})"
+            )
+        if name in chain:
+            raise WeightsError(f"circular 'inherits_from' in plans: {' -> '.join(chain + [name])}")
+        chain.append(name)
+        name = configs[name].get("inherits_from")
+    merged: dict = {}
+    for name in reversed(chain):
+        merged.update(copy.deepcopy(configs[name]))
+    merged.pop("inherits_from", None)
+    return merged
+
+
+def transposes(plans: dict) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(transpose_forward, transpose_backward) of the plans, checked to be inverse permutations."""
+    fwd = tuple(int(a) for a in plans.get("transpose_forward", (0, 1, 2)))
+    bwd = tuple(int(a) for a in plans.get("transpose_backward", _argsort(fwd)))
+    if sorted(fwd) != [0, 1, 2] or tuple(_argsort(fwd)) != bwd:
+        raise WeightsError(f"plans transpose_forward {fwd} / transpose_backward {bwd} are not inverse 3D permutations")
+    return fwd, bwd  # type: ignore[return-value]
+
+
+def _argsort(perm: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted(range(len(perm)), key=lambda i: perm[i]))
+
+
+def to_canonical_order(values_in_model_order, transpose_forward) -> tuple:
+    """Plans store spacing/patch in the model's (transposed) axis order; return canonical z, y, x."""
+    bwd = _argsort(tuple(transpose_forward))
+    return tuple(values_in_model_order[bwd[a]] for a in range(3))
+
+
+def ct_statistics(plans: dict, configuration: str) -> dict[str, float]:
+    """Clip bounds and z-score statistics of the CT channel, from the plans (never constants)."""
+    config = resolve_configuration(plans, configuration)
+    schemes = config.get("normalization_schemes", [])
+    if list(schemes) != ["CTNormalization"]:
+        raise WeightsError(
+            f"configuration {configuration!r} uses normalization {schemes}; c2fseg stages take one CT "
+            "channel with nnU-Net's CTNormalization (plan the stage dataset with channel name 'CT')"
+        )
+    props = plans.get("foreground_intensity_properties_per_channel", {}).get("0")
+    if props is None:
+        raise WeightsError("plans lack foreground_intensity_properties_per_channel['0'] (CT statistics)")
+    keys = ("mean", "std", "percentile_00_5", "percentile_99_5")
+    missing = [k for k in keys if k not in props]
+    if missing:
+        raise WeightsError(f"plans CT statistics lack {missing}")
+    return {k: float(props[k]) for k in keys}
+
+
+def channel_labels_from_dataset(dataset_json: dict) -> tuple[int, ...]:
+    """Network channel index -> FLARE label id, from the label names in dataset.json."""
+    labels = dataset_json.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise WeightsError("dataset.json has no 'labels' mapping")
+    by_channel: dict[int, int] = {}
+    for name, channel in labels.items():
+        if not isinstance(channel, int):
+            raise WeightsError(f"dataset.json label {name!r} is a region ({channel}); c2fseg needs one channel per label")
+        if name not in NAME_TO_ID:
+            raise WeightsError(
+                f"dataset.json label name {name!r} is not a FLARE23 label name (expected one of "
+                f"{', '.join(NAME_TO_ID)})"
+            )
+        by_channel[channel] = NAME_TO_ID[name]
+    if sorted(by_channel) != list(range(len(by_channel))) or by_channel[0] != 0:
+        raise WeightsError(f"dataset.json labels must use channels 0..n-1 with 0 = background, got {labels}")
+    return tuple(by_channel[c] for c in range(len(by_channel)))
+
+
+def stage_settings(plans: dict, dataset_json: dict, configuration: str) -> dict:
+    """What inference needs from plans + dataset.json, with spacing/patch in canonical z, y, x."""
+    config = resolve_configuration(plans, configuration)
+    fwd, _ = transposes(plans)
+    for key in ("spacing", "patch_size", "architecture"):
+        if key not in config:
+            raise WeightsError(f"configuration {configuration!r} has no {key!r} in the plans")
+    if len(config["spacing"]) != 3 or len(config["patch_size"]) != 3:
+        raise WeightsError(f"configuration {configuration!r} is not 3D (spacing {config['spacing']})")
+    return {
+        "spacing": [float(v) for v in to_canonical_order(config["spacing"], fwd)],
+        "patch_size": [int(v) for v in to_canonical_order(config["patch_size"], fwd)],
+        "transpose_forward": list(fwd),
+        "normalization": {"scheme": "CTNormalization", **ct_statistics(plans, configuration)},
+        "channel_labels": list(channel_labels_from_dataset(dataset_json)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing and atomic JSON
+# ---------------------------------------------------------------------------------------------
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file; cached per (path, size, mtime) so reloading is cheap."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """Write JSON to a temp file beside ``path`` and rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: {what} is not valid JSON ({exc}); re-export the stage weights") from None
+
+
+def _as_dict(value: dict | str | os.PathLike, stage_dir: Path, name: str) -> dict:
+    """Accept a dict or a path; a dict must equal the JSON file already in ``stage_dir``."""
+    on_disk = _read_json(stage_dir / name, name)
+    if isinstance(value, dict):
+        if json.loads(json.dumps(value)) != on_disk:
+            raise WeightsError(
+                f"{stage_dir / name} differs from the {name} passed to write_manifest; write the file "
+                "first, then the manifest"
+            )
+        return on_disk
+    return _read_json(Path(value), name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def write_manifest(
+    stage_dir: str | os.PathLike,
+    *,
+    stage: str,
+    configuration: str,
+    fold: int | str,
+    plans: dict | str | os.PathLike,
+    dataset_json: dict | str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    training_cases: list[str] | tuple[str, ...],
+    trainer: str,
+    extra: dict | None = None,
+    inference: dict | None = None,
+) -> Path:
+    """Hash every file of a stage folder and record how to run it; returns the manifest path.
+
+    ``plans.json``, ``dataset.json`` and the checkpoint must already be in ``stage_dir`` (nothing
+    is copied). ``inference`` overrides the per-stage defaults (step, weighting, mirror, min_prob);
+    ``extra`` is stored verbatim under ``"extra"``.
+    """
+    check_stage(stage)
+    stage_dir = Path(stage_dir)
+    if not stage_dir.is_dir():
+        raise WeightsError(f"{stage_dir} is not a folder; create it and put the stage files in it first")
+    ckpt = Path(checkpoint_path)
+    if ckpt.resolve().parent != stage_dir.resolve():
+        raise WeightsError(f"checkpoint {ckpt} must be inside {stage_dir}; copy it there first")
+    for name in (PLANS_NAME, DATASET_NAME, ckpt.name):
+        if not (stage_dir / name).is_file():
+            raise WeightsError(f"{stage_dir / name} is missing; write it before the manifest")
+    plans_d = _as_dict(plans, stage_dir, PLANS_NAME)
+    dataset_d = _as_dict(dataset_json, stage_dir, DATASET_NAME)
+    settings = stage_settings(plans_d, dataset_d, configuration)
+    infer = {**DEFAULT_INFERENCE[stage], **(inference or {})}
+    files = sorted(
+        p.name for p in stage_dir.iterdir() if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith(".")
+    )
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "stage": stage,
+        "c2fseg_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "configuration": configuration,
+        "fold": fold,
+        "trainer": trainer,
+        "checkpoint": ckpt.name,
+        **settings,
+        "inference": infer,
+        "num_training_cases": len(training_cases),
+        "training_cases": sorted(str(c) for c in training_cases),
+        "files": {name: sha256_file(stage_dir / name) for name in files},
+        "extra": extra or {},
+    }
+    return write_json_atomic(manifest, stage_dir / MANIFEST_NAME)
+
+
+def load_manifest(stage_dir: str | os.PathLike, verify: bool = True) -> dict:
+    """Read ``manifest.json`` of a stage folder, checking that every listed file is intact.
+
+    The returned dict is the manifest plus ``"stage_dir"`` (absolute path as a string).
+    """
+    stage_dir = Path(stage_dir)
+    stage = stage_dir.name
+    if not stage_dir.is_dir():
+        raise WeightsError(
+            f"no weights folder {stage_dir}: train it with `c2fseg train {stage}` or copy the "
+            f"weights there (or point --weights / ${ENV_VAR} at the folder that holds them)"
+        )
+    path = stage_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise WeightsError(
+            f"{path} is missing: the folder is not a complete stage export; re-run "
+            f"`c2fseg train {stage}` (export step) or copy the whole weights/{stage}/ folder"
+        )
+    manifest = _read_json(path, MANIFEST_NAME)
+    for key in ("stage", "configuration", "files", "checkpoint", "spacing", "patch_size", "channel_labels"):
+        if key not in manifest:
+            raise WeightsError(f"{path} has no {key!r}; it was not written by c2fseg's exporter")
+    for name, digest in manifest["files"].items():
+        fpath = stage_dir / name
+        if not fpath.is_file():
+            raise WeightsError(f"{fpath} is listed in the manifest but missing; copy the whole stage folder again")
+        if verify and sha256_file(fpath) != digest:
+            raise WeightsError(
+                f"{fpath} does not match its SHA-256 in {path} (damaged or replaced file); copy the "
+                "stage folder again or re-export it"
+            )
+    for name in (PLANS_NAME, DATASET_NAME, manifest["checkpoint"]):
+        if name not in manifest["files"]:
+            raise WeightsError(f"{path} does not list {name}; re-export the stage weights")
+    manifest["stage_dir"] = str(stage_dir.resolve())
+    return manifest
+
+
+def find_weights_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The weights root: the explicit flag, else ``$C2FSEG_WEIGHTS``, else ``./weights``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path("weights")
+
+
+def stage_dir_for(weights: str | os.PathLike | None, stage: str) -> Path:
+    """Folder of one stage: ``weights`` itself if it already holds a manifest, else ``weights/stage``."""
+    check_stage(stage)
+    root = find_weights_dir(weights)
+    if (root / MANIFEST_NAME).is_file():
+        return root
+    return root / stage

@@ -1,0 +1,211 @@
+"""Tiny stage models for tests: nnU-Net plans/dataset.json dicts, StageModels and weights folders.
+
+Import from tests in ``tests/infer/`` as ``from fake_models import ...``; from a test directly in
+``tests/`` as ``from infer.fake_models import ...`` (pytest puts the test's own folder on sys.path).
+
+- :func:`tiny_plans` / :func:`tiny_dataset_json`: a 3-stage PlainConvUNet (4-8-16 features, patch
+  16x32x32) in nnU-Net 2.6 plans format, CT statistics included.
+- :func:`tiny_stage_model`: a StageModel with seeded random weights (CPU, fp32 by default).
+- :func:`write_fake_weights`: a complete ``weights/<stage>/`` folder (plans.json, dataset.json,
+  nnU-Net-style checkpoint_final.pth, manifest.json) that ``StageModel.load`` accepts.
+- :func:`band_stage_model`: a StageModel whose "network" labels each voxel by the nearest of a few
+  HU values, so tests know the expected segmentation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from c2fseg.infer.normalize import CTNormalizer
+from c2fseg.infer.stage_model import StageModel
+from c2fseg.labels import LABELS, STAGE_LABELS
+from c2fseg.weights import write_manifest
+
+#: CT statistics of the tiny plans (wide clip so tests can use the whole HU range).
+CT_STATS = {"mean": 0.0, "std": 200.0, "percentile_00_5": -1000.0, "percentile_99_5": 1000.0,
+            "median": 0.0, "min": -1024.0, "max": 3000.0}
+
+
+def tiny_plans(
+    *,
+    spacing: Sequence[float] = (2.0, 1.5, 1.5),
+    patch_size: Sequence[int] = (16, 32, 32),
+    features: Sequence[int] = (4, 8, 16),
+    transpose_forward: Sequence[int] = (0, 1, 2),
+    configuration: str = "3d_tiny",
+) -> dict:
+    """nnU-Net v2 plans with ``configuration`` inheriting from ``3d_fullres`` (values in model order)."""
+    n = len(features)
+    fwd = list(transpose_forward)
+    bwd = sorted(range(3), key=lambda i: fwd[i])
+    arch = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": n,
+            "features_per_stage": list(features),
+            "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[3, 3, 3]] * n,
+            "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
+            "n_conv_per_stage": [1] * n,
+            "n_conv_per_stage_decoder": [1] * (n - 1),
+            "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+    fullres = {
+        "data_identifier": "nnUNetPlans_3d_fullres",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2,
+        "patch_size": [64, 64, 64],
+        "median_image_size_in_voxels": [64, 128, 128],
+        "spacing": [1.0, 1.0, 1.0],
+        "normalization_schemes": ["CTNormalization"],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                               "force_separate_z": None},
+        "architecture": arch,
+        "batch_dice": False,
+    }
+    tiny = {
+        "inherits_from": "3d_fullres",
+        "data_identifier": "nnUNetPlans_3d_tiny",
+        "patch_size": list(patch_size),
+        "spacing": list(spacing),
+    }
+    return {
+        "dataset_name": "Dataset901_Tiny",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": list(spacing),
+        "original_median_shape_after_transp": [64, 128, 128],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": fwd,
+        "transpose_backward": bwd,
+        "configurations": {"3d_fullres": fullres, configuration: tiny},
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": dict(CT_STATS)},
+    }
+
+
+def tiny_dataset_json(stage: str = "coarse") -> dict:
+    """dataset.json of a stage: channel 0 background, then the stage's labels by FLARE name."""
+    labels = {"background": 0}
+    labels.update({LABELS[lab]: i + 1 for i, lab in enumerate(STAGE_LABELS[stage])})
+    return {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 4, "file_ending": ".nii.gz"}
+
+
+def tiny_stage_model(
+    stage: str = "coarse",
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    precision: str = "fp32",
+    step: float = 0.5,
+    plans: dict | None = None,
+    configuration: str = "3d_tiny",
+    **options,
+) -> StageModel:
+    """A StageModel with seeded random weights built from :func:`tiny_plans`."""
+    torch.manual_seed(seed)
+    return StageModel.from_plans(
+        plans or tiny_plans(configuration=configuration),
+        tiny_dataset_json(stage),
+        configuration,
+        stage,
+        device=device,
+        step=step,
+        precision=precision,
+        **options,
+    )
+
+
+def write_fake_weights(
+    weights_dir: str | Path,
+    stage: str = "coarse",
+    *,
+    seed: int = 0,
+    plans: dict | None = None,
+    configuration: str = "3d_tiny",
+    inference: dict | None = None,
+) -> Path:
+    """Write a complete ``weights_dir/<stage>/`` folder with random weights; returns that folder."""
+    folder = Path(weights_dir) / stage
+    folder.mkdir(parents=True, exist_ok=True)
+    plans = plans or tiny_plans(configuration=configuration)
+    dataset = tiny_dataset_json(stage)
+    model = tiny_stage_model(stage, seed=seed, plans=plans, configuration=configuration)
+    (folder / "plans.json").write_text(json.dumps(plans, indent=1))
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    checkpoint = {  # what nnUNetTrainer.save_checkpoint stores (optimizer etc. left minimal)
+        "network_weights": model.network.state_dict(),
+        "optimizer_state": {},
+        "grad_scaler_state": None,
+        "logging": {"epoch_end_timestamps": [1.0]},
+        "_best_ema": 0.5,
+        "current_epoch": 1,
+        "init_args": {"plans": plans, "configuration": configuration, "fold": 0, "dataset_json": dataset},
+        "trainer_name": "nnUNetTrainer",
+        "inference_allowed_mirroring_axes": (0, 1, 2),
+    }
+    torch.save(checkpoint, folder / "checkpoint_final.pth")
+    write_manifest(
+        folder, stage=stage, configuration=configuration, fold=0, plans=plans, dataset_json=dataset,
+        checkpoint_path=folder / "checkpoint_final.pth", training_cases=["case_a", "case_b"],
+        trainer="nnUNetTrainer", inference=inference,
+    )
+    return folder
+
+
+class BandNet(torch.nn.Module):
+    """Pointwise "network": channel k's logit is -sharpness * (x - centre_k)^2 (normalised x)."""
+
+    def __init__(self, centres: Sequence[float], sharpness: float = 4.0) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.tensor(list(centres), dtype=torch.float32))
+        self.sharpness = sharpness
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.centres.view(1, -1, 1, 1, 1).to(x.dtype)
+        return -self.sharpness * (x - c) ** 2
+
+
+def band_stage_model(
+    stage: str = "coarse",
+    hu_by_label: Mapping[int, float] | None = None,
+    *,
+    background_hu: float = -1000.0,
+    spacing: Sequence[float] = (2.0, 1.5, 1.5),
+    patch_size: Sequence[int] = (16, 32, 32),
+    device: str = "cpu",
+    precision: str = "fp32",
+    **options,
+) -> StageModel:
+    """StageModel labelling each voxel by the nearest HU in ``hu_by_label`` (else background).
+
+    Defaults: label k of the stage sits at ``100 * k + 50`` HU, background at -1000 HU.
+    Labels not in ``hu_by_label`` get a centre far outside the clip range and never win (50 normalised units, finite in fp16).
+    """
+    channel_labels = (0, *STAGE_LABELS[stage])
+    hu = dict(hu_by_label) if hu_by_label is not None else {lab: 100.0 * lab + 50.0 for lab in channel_labels[1:]}
+    norm = CTNormalizer.from_stats(CT_STATS)
+    centres = [norm.normalised(background_hu)]
+    centres += [norm.normalised(hu[lab]) if lab in hu else 50.0 for lab in channel_labels[1:]]
+    return StageModel(
+        BandNet(centres), stage=stage, spacing=spacing, patch_size=patch_size, normalizer=norm,
+        channel_labels=channel_labels, device=device, precision=precision, **options,
+    )

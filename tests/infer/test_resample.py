@@ -1,0 +1,120 @@
+"""Device-side resampling: identity, agreement with torch trilinear, physical alignment, chunking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from c2fseg.infer.resample import grid_shape, iter_z_chunks, logits_to_labels, resample_image
+
+CPU = torch.device("cpu")
+
+
+def test_grid_shape_keeps_physical_extent():
+    assert grid_shape((100, 512, 512), (2.5, 0.8, 0.8), (2.5, 1.6, 1.6)) == (100, 256, 256)
+    assert grid_shape((3, 10, 10), (1.0, 1.0, 1.0), (5.0, 5.0, 5.0)) == (1, 2, 2)  # never 0
+
+
+def test_same_grid_is_exact_identity():
+    img = torch.randn(7, 11, 13)
+    out = resample_image(img, img.shape, device=CPU, chunk_z=3)
+    assert torch.equal(out, img)
+
+
+@pytest.mark.parametrize("out_shape", [(9, 15, 8), (4, 6, 20), (7, 11, 13)])
+def test_matches_torch_trilinear(out_shape):
+    img = torch.randn(7, 11, 13)
+    ref = F.interpolate(img[None, None], size=out_shape, mode="trilinear", align_corners=False)[0, 0]
+    out = resample_image(img, out_shape, device=CPU, chunk_z=2)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def _centre_mm(vol: np.ndarray, spacing) -> np.ndarray:
+    """Intensity-weighted centre in mm, voxel i covering [i*s, (i+1)*s)."""
+    idx = np.indices(vol.shape).reshape(3, -1).astype(float)
+    w = vol.reshape(-1)
+    return np.array([((idx[a] + 0.5) * spacing[a] * w).sum() / w.sum() for a in range(3)])
+
+
+def test_shifted_blob_stays_at_same_physical_place():
+    spacing, target = (2.5, 0.8, 0.9), (1.5, 1.5, 1.5)
+    shape = (40, 90, 80)
+    grid = np.indices(shape).astype(float)
+    centre_mm = np.array([53.0, 31.7, 40.2])  # deliberately off voxel centres
+    d2 = sum((((grid[a] + 0.5) * spacing[a]) - centre_mm[a]) ** 2 for a in range(3))
+    blob = np.exp(-d2 / (2 * 6.0**2)).astype(np.float32)
+    out_shape = grid_shape(shape, spacing, target)
+    out = resample_image(torch.from_numpy(blob), out_shape, device=CPU, chunk_z=5).numpy()
+    effective = [n * s / m for n, s, m in zip(shape, spacing, out_shape, strict=True)]
+    assert np.allclose(_centre_mm(blob, spacing), centre_mm, atol=0.05)
+    assert np.allclose(_centre_mm(out, effective), centre_mm, atol=0.3)
+    back = resample_image(torch.from_numpy(out), shape, device=CPU, chunk_z=7).numpy()
+    assert np.allclose(_centre_mm(back, spacing), centre_mm, atol=0.3)
+
+
+def test_prep_runs_on_source_before_interpolation():
+    img = torch.tensor([[[0.0, 4000.0]]]).repeat(2, 1, 1)  # [2, 1, 2]
+    out = resample_image(img, (2, 1, 3), device=CPU, prep=lambda x: x.clamp(-1, 1))
+    # clip first, then interpolate: the middle sample is 0.5 (clipping afterwards would give 1)
+    assert torch.allclose(out[0, 0], torch.tensor([0.0, 0.5, 1.0]))
+
+
+def _smooth_logits(c=6, shape=(6, 10, 12), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(c, *shape, generator=g)
+    return F.avg_pool3d(x[None], 3, 1, 1)[0] * 4
+
+
+@pytest.mark.parametrize("chunk_z", [1, 3, 7, 64])
+def test_chunked_labels_equal_unchunked(chunk_z):
+    logits = _smooth_logits()
+    lut = torch.tensor([0, 3, 5, 7, 9, 14], dtype=torch.uint8)
+    out_shape = (23, 17, 29)
+    ref_l, ref_p = logits_to_labels(logits, out_shape, lut, chunk_z=out_shape[0], prob_channel=2, min_prob=0.3)
+    lab, prob = logits_to_labels(logits, out_shape, lut, chunk_z=chunk_z, prob_channel=2, min_prob=0.3)
+    assert lab.dtype == torch.uint8 and prob.dtype == torch.float16
+    assert torch.equal(lab, ref_l) and torch.equal(prob, ref_p)
+    assert set(torch.unique(lab).tolist()) <= set(lut.tolist())
+
+
+def test_labels_match_full_trilinear_then_argmax():
+    logits = _smooth_logits()
+    lut = torch.arange(6, dtype=torch.uint8)
+    out_shape = (15, 21, 9)
+    full = F.interpolate(logits[None], size=out_shape, mode="trilinear", align_corners=False)[0]
+    lab, prob = logits_to_labels(logits, out_shape, lut, chunk_z=4, prob_channel=4)
+    assert (lab == full.argmax(0).to(torch.uint8)).float().mean() > 0.999
+    assert torch.allclose(prob.float(), torch.softmax(full, 0)[4], atol=2e-3)
+
+
+def test_min_prob_makes_unsure_voxels_background():
+    logits = torch.zeros(15, 2, 2, 2)  # uniform: every probability is 1/15 < 0.1
+    logits[3, 0] = 5.0  # confident in the first slice
+    lut = torch.arange(15, dtype=torch.uint8)
+    lab, _ = logits_to_labels(logits, (2, 2, 2), lut, chunk_z=1, min_prob=0.1)
+    assert torch.equal(lab[0], torch.full((2, 2), 3, dtype=torch.uint8))
+    assert torch.equal(lab[1], torch.zeros(2, 2, dtype=torch.uint8))
+    logits[5, 1] = 0.01  # argmax 5 without the threshold
+    lab, _ = logits_to_labels(logits, (2, 2, 2), lut, chunk_z=1)
+    assert torch.equal(lab[1], torch.full((2, 2), 5, dtype=torch.uint8))
+
+
+def test_chunks_cover_output_once():
+    src = torch.randn(2, 5, 4, 4)
+    seen = []
+    for z0, z1, chunk in iter_z_chunks(src, (12, 3, 3), 5, device=CPU):
+        assert chunk.shape == (z1 - z0, 2, 3, 3)
+        seen.extend(range(z0, z1))
+    assert seen == list(range(12))
+
+
+def test_half_precision_logits_give_nearly_the_same_labels():
+    """The CUDA path resamples fp16 logits; labels may differ only at near-ties."""
+    logits = _smooth_logits(seed=3)
+    lut = torch.arange(6, dtype=torch.uint8)
+    ref, _ = logits_to_labels(logits, (15, 21, 9), lut, chunk_z=4)
+    half, prob = logits_to_labels(logits.half(), (15, 21, 9), lut, chunk_z=4, prob_channel=1)
+    assert prob.dtype == torch.float16
+    assert (half == ref).float().mean() > 0.99

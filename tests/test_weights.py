@@ -1,0 +1,123 @@
+"""Weights manifests: writing, loading, hash verification, plans helpers, folder lookup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from c2fseg.weights import (
+    WeightsError,
+    channel_labels_from_dataset,
+    find_weights_dir,
+    load_manifest,
+    resolve_configuration,
+    stage_dir_for,
+    write_manifest,
+)
+from infer.fake_models import CT_STATS, tiny_dataset_json, tiny_plans, write_fake_weights
+
+
+def test_manifest_records_settings_and_hashes(tmp_path):
+    plans = tiny_plans(spacing=(3.0, 2.0, 1.0), patch_size=(16, 32, 48), transpose_forward=(2, 0, 1))
+    folder = write_fake_weights(tmp_path, "tumor", plans=plans)
+    manifest = load_manifest(folder)
+    assert manifest["stage"] == "tumor"
+    assert manifest["channel_labels"] == list(range(15))
+    # plans values are in model order (axis i = canonical axis transpose_forward[i])
+    assert manifest["spacing"] == [2.0, 1.0, 3.0]
+    assert manifest["patch_size"] == [32, 48, 16]
+    assert manifest["normalization"]["mean"] == CT_STATS["mean"]
+    assert manifest["normalization"]["percentile_99_5"] == CT_STATS["percentile_99_5"]
+    assert manifest["training_cases"] == ["case_a", "case_b"]
+    assert manifest["inference"]["step"] == 0.5
+    assert set(manifest["files"]) == {"plans.json", "dataset.json", "checkpoint_final.pth"}
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+
+
+def test_coarse_defaults_to_step_one_and_overrides_apply(tmp_path):
+    assert load_manifest(write_fake_weights(tmp_path, "coarse"))["inference"]["step"] == 1.0
+    folder = write_fake_weights(tmp_path / "b", "coarse", inference={"step": 0.8, "min_prob": 0.1})
+    inference = load_manifest(folder)["inference"]
+    assert (inference["step"], inference["min_prob"]) == (0.8, 0.1)
+
+
+def test_tampered_byte_is_a_hash_error(tmp_path):
+    folder = write_fake_weights(tmp_path, "organ")
+    ckpt = folder / "checkpoint_final.pth"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checkpoint_final.pth.*SHA-256"):
+        load_manifest(folder)
+    load_manifest(folder, verify=False)  # presence checks only
+
+
+def test_missing_folder_manifest_and_file_errors(tmp_path):
+    with pytest.raises(WeightsError, match="c2fseg train organ"):
+        load_manifest(tmp_path / "organ")
+    folder = write_fake_weights(tmp_path, "organ")
+    (folder / "dataset.json").unlink()
+    with pytest.raises(WeightsError, match="dataset.json.*missing"):
+        load_manifest(folder)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(WeightsError, match="manifest.json is missing"):
+        load_manifest(folder)
+
+
+def test_write_manifest_refuses_dict_that_differs_from_file(tmp_path):
+    folder = write_fake_weights(tmp_path, "organ")
+    other = tiny_plans(spacing=(9.0, 9.0, 9.0))
+    with pytest.raises(WeightsError, match="differs"):
+        write_manifest(folder, stage="organ", configuration="3d_tiny", fold=0, plans=other,
+                       dataset_json=tiny_dataset_json("organ"),
+                       checkpoint_path=folder / "checkpoint_final.pth", training_cases=[], trainer="t")
+
+
+def test_write_manifest_needs_checkpoint_inside_folder(tmp_path):
+    folder = write_fake_weights(tmp_path, "organ")
+    outside = tmp_path / "elsewhere.pth"
+    outside.write_bytes((folder / "checkpoint_final.pth").read_bytes())
+    with pytest.raises(WeightsError, match="must be inside"):
+        write_manifest(folder, stage="organ", configuration="3d_tiny", fold=0,
+                       plans=folder / "plans.json", dataset_json=folder / "dataset.json",
+                       checkpoint_path=outside, training_cases=[], trainer="t")
+
+
+def test_resolve_configuration_inherits_and_detects_cycles():
+    plans = tiny_plans(patch_size=(8, 16, 16))
+    config = resolve_configuration(plans, "3d_tiny")
+    assert config["patch_size"] == [8, 16, 16]
+    assert config["normalization_schemes"] == ["CTNormalization"]  # from 3d_fullres
+    assert "inherits_from" not in config
+    plans["configurations"]["3d_fullres"]["inherits_from"] = "3d_tiny"
+    with pytest.raises(WeightsError, match="circular"):
+        resolve_configuration(plans, "3d_tiny")
+    with pytest.raises(WeightsError, match="not in the plans"):
+        resolve_configuration(plans, "2d")
+
+
+def test_channel_labels_follow_names_not_order():
+    ds = {"labels": {"background": 0, "spleen": 2, "liver": 1, "tumor": 3}}
+    assert channel_labels_from_dataset(ds) == (0, 1, 3, 14)
+    with pytest.raises(WeightsError, match="not a FLARE23 label name"):
+        channel_labels_from_dataset({"labels": {"background": 0, "kidney": 1}})
+    with pytest.raises(WeightsError, match="channels 0..n-1"):
+        channel_labels_from_dataset({"labels": {"background": 0, "liver": 2}})
+
+
+def test_find_weights_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("C2FSEG_WEIGHTS", raising=False)
+    assert find_weights_dir() == find_weights_dir(None) == type(tmp_path)("weights")
+    monkeypatch.setenv("C2FSEG_WEIGHTS", str(tmp_path / "env"))
+    assert find_weights_dir() == tmp_path / "env"
+    assert find_weights_dir(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_stage_dir_for_accepts_root_or_stage_folder(tmp_path):
+    folder = write_fake_weights(tmp_path, "coarse")
+    assert stage_dir_for(tmp_path, "coarse") == folder
+    assert stage_dir_for(folder, "coarse") == folder
+    assert json.loads((folder / "manifest.json").read_text())["stage"] == "coarse"
