@@ -1,0 +1,140 @@
+"""``c2fseg predict``: segment a folder of abdominal CTs with the coarse-to-fine cascade."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from c2fseg.argtypes import non_negative_float
+
+STEP_STAGES = ("coarse", "organ", "tumor")
+
+DESCRIPTION = """\
+Segment every CT in INPUT (NIfTI, NRRD, MetaImage files or one DICOM series per subfolder) into
+13 organs + tumor (FLARE23 labels). A coarse model finds the abdomen, the organ and tumor models
+run on that region only. Outputs are OUTPUT/<case>.nii.gz (input <case>_0000.nii.gz or
+<case>.<ext>), with exactly the input's size, spacing, origin and direction, written atomically.
+
+Models are loaded once. A case that cannot be read or fails is reported and skipped; the others
+go on. Rerunning resumes: valid existing outputs are kept, missing or damaged ones are redone
+(--overwrite redoes all). A JSON run report (versions, device, options, per-case status,
+timings, ROI, labels, peak memory) goes to OUTPUT/c2fseg_report.json unless --report is given.
+A case where no abdominal organ is found gets an all-background output and status "empty".
+"""
+
+EPILOG = """\
+exit codes:
+  0  every case ok (cases with status "empty" count as ok and are flagged in the report)
+  2  usage error: missing or empty input folder, output folder equal to or inside the input,
+     missing weights, --device cuda without a GPU
+  3  some cases failed (see the report for the reason of each)
+"""
+
+
+def margin_mm(value: str) -> tuple[float, float, float]:
+    """One margin in mm for every axis, or three 'z,y,x'."""
+    parts = [p for p in value.split(",") if p.strip()]
+    if len(parts) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"{value!r}: give one margin in mm or three 'z,y,x'")
+    vals = tuple(non_negative_float(p.strip()) for p in parts)
+    return vals * 3 if len(vals) == 1 else vals  # type: ignore[return-value]
+
+
+def step_override(value: str) -> float | dict[str, float]:
+    """Sliding-window step: one value for every stage, or 'coarse=1.0,organ=0.5,tumor=0.5'."""
+    def step(text: str) -> float:
+        x = non_negative_float(text)
+        if not 0 < x <= 1:
+            raise argparse.ArgumentTypeError(f"step {text!r} must be in (0, 1]")
+        return x
+
+    if "=" not in value:
+        return step(value)
+    out = {}
+    for item in value.split(","):
+        stage, _, num = item.partition("=")
+        if stage.strip() not in STEP_STAGES:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: unknown stage; use {', '.join(STEP_STAGES)} (e.g. coarse=1.0,organ=0.5)"
+            )
+        out[stage.strip()] = step(num.strip())
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment a folder of CTs (13 organs + tumor)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-i", "--input", required=True, type=Path, metavar="INPUT",
+                   help="folder of CT images (never written to)")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTPUT",
+                   help="folder for <case>.nii.gz label maps (created; not inside INPUT)")
+    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
+                   help="weights folder with coarse/, organ/, tumor/ (tumor_2/... optional: "
+                        "their tumor probabilities are averaged); default $C2FSEG_WEIGHTS, "
+                        "then ./weights")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: GPU when there is one, else CPU (default); cuda: fail if there "
+                        "is no GPU. A case that runs out of GPU memory is redone on CPU")
+    p.add_argument("--margin-mm", type=margin_mm, default=(20.0, 20.0, 20.0), metavar="MM",
+                   help="padding of the organ region in mm, one value or 'z,y,x' (default 20)")
+    p.add_argument("--step", type=step_override, default=None, metavar="STEP",
+                   help="sliding-window step as a fraction of the patch, one value or per stage "
+                        "'coarse=1.0,organ=0.5,tumor=0.5' (default: from each stage's plans)")
+    p.add_argument("--tumor-must-touch-organ", action="store_true",
+                   help="drop tumor components that touch no organ voxel")
+    p.add_argument("--min-tumor-ml", type=non_negative_float, default=0.0, metavar="ML",
+                   help="drop tumor components smaller than this volume in mL (default 0: keep all)")
+    p.add_argument("--fill-holes", action="store_true",
+                   help="fill enclosed holes of single-object organs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every case even when a valid output exists")
+    p.add_argument("--report", type=Path, default=None, metavar="PATH",
+                   help="run report JSON path (default OUTPUT/c2fseg_report.json)")
+    p.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                   help="auto: fp16 on GPU, bf16/fp32 on CPU; fp32: full precision everywhere")
+    p.add_argument("--save-roi-overlay", action="store_true",
+                   help="also save OUTPUT/roi_overlays/<case>.png (coronal slice, ROI box, labels)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.expanduser().resolve().is_relative_to(folder.expanduser().resolve())
+
+
+def run(args: argparse.Namespace) -> int:
+    from c2fseg.cli import EXIT_OK, EXIT_SOME_FAILED, UsageError
+    from c2fseg.infer.batch import SetupError, predict_folder
+    from c2fseg.infer.cascade import CascadeOptions
+    from c2fseg.io import FolderError
+
+    if args.report is not None and _inside(args.report, args.input):
+        raise UsageError(f"--report {args.report} is inside the input folder {args.input}; "
+                         "write it elsewhere")
+    options = CascadeOptions(
+        margin_mm=args.margin_mm,
+        tumor_must_touch_organ=args.tumor_must_touch_organ,
+        min_tumor_ml=args.min_tumor_ml,
+        fill_holes=args.fill_holes,
+    )
+    try:
+        report = predict_folder(
+            args.input, args.output, weights_dir=args.weights, device=args.device,
+            options=options, overwrite=args.overwrite, report_path=args.report, step=args.step,
+            precision=args.precision, save_roi_overlay=args.save_roi_overlay,
+            progress=not args.no_progress,
+        )
+    except (FolderError, SetupError) as exc:
+        raise UsageError(str(exc)) from None
+    totals = report.totals()
+    print(
+        f"c2fseg predict: {totals['ok']} ok, {totals['empty']} empty (no organ found), "
+        f"{totals['skipped']} skipped (already done), {totals['failed']} failed; "
+        f"report: {args.report or Path(report.output_dir) / 'c2fseg_report.json'}"
+    )
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK

@@ -1,0 +1,365 @@
+"""Batch prediction of a folder of CTs: ``predict_folder(input_dir, output_dir, ...)``.
+
+Promises (see ``../shared/reference/robustness.md``):
+
+* Models load once per process (coarse, organ, and every tumor model in the weights folder:
+  ``tumor``, ``tumor_2``, ``tumor_3``...).
+* Reading the next case overlaps the current case's compute (a one-deep prefetch thread).
+* One bad case never stops the batch: it is recorded as failed with the reason and no output.
+* Outputs are ``<case>.nii.gz`` in the output folder (FLARE naming: input
+  ``<case>_0000.nii.gz`` -> ``<case>.nii.gz``), always NIfTI whatever the input format, written
+  atomically with the input's exact geometry. Never inside the input folder.
+* A rerun resumes: an existing output is kept only if it is valid (fully readable, labels 0-14,
+  the input's size/spacing/origin/direction); otherwise the case is redone. ``overwrite``
+  redoes everything.
+* ``device="cuda"`` without CUDA is a setup error; ``"auto"`` picks CUDA when available.
+  ``torch.cuda.OutOfMemoryError`` (only that) makes the case run again on CPU models, loaded
+  once on first need; the report records the fallback.
+* A JSON run report (:mod:`c2fseg.report`) is rewritten after every case, atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+from c2fseg.infer.cascade import CascadeModels, CascadeOptions, CaseResult, segment_volume
+from c2fseg.io import (
+    CaseInput,
+    FolderError,
+    Geometry,
+    ImageReadError,
+    check_output_dir,
+    find_cases,
+    is_valid_output,
+    read_image,
+    write_labels,
+)
+from c2fseg.report import (
+    CaseReport,
+    RunReport,
+    environment_info,
+    peak_gpu_mem_mb,
+    peak_host_ram_mb,
+    utc_now,
+)
+
+REPORT_NAME = "c2fseg_report.json"
+REQUIRED_STAGES = ("coarse", "organ", "tumor")
+SEED = 0
+_TUMOR_DIR = re.compile(r"tumor(?:_(\d+))?")
+
+
+class SetupError(ValueError):
+    """The run cannot start (weights missing or unusable, device unavailable): a usage error."""
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; an explicit CUDA request must be satisfiable."""
+    device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SetupError(
+            f"--device {device} was asked for, but this torch ({torch.__version__}) sees no CUDA "
+            "GPU. Use --device auto (GPU when there is one, else CPU) or --device cpu."
+        )
+    if device != "cpu" and not device.startswith("cuda"):
+        raise SetupError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def find_weights(explicit: str | os.PathLike | None = None) -> Path:
+    """The weights folder: the flag, then $C2FSEG_WEIGHTS, then ./weights."""
+    try:
+        from c2fseg.weights import find_weights_dir
+    except ImportError:  # infer-model's module not there yet
+        find_weights_dir = None
+    if find_weights_dir is not None:
+        return Path(find_weights_dir(explicit))
+    return Path(explicit or os.environ.get("C2FSEG_WEIGHTS") or "weights").expanduser()
+
+
+def tumor_dirs(weights_dir: Path) -> list[Path]:
+    """``tumor``, ``tumor_2``, ``tumor_3``... in that order (the ensemble's members)."""
+    found = []
+    for p in weights_dir.iterdir() if weights_dir.is_dir() else []:
+        m = _TUMOR_DIR.fullmatch(p.name)
+        if p.is_dir() and m:
+            found.append((int(m.group(1) or 1), p))
+    return [p for _, p in sorted(found)]
+
+
+def check_weights(weights_dir: Path) -> None:
+    """Raise SetupError naming what is missing, before any case is touched."""
+    if not weights_dir.is_dir():
+        raise SetupError(
+            f"weights folder {weights_dir} does not exist. Pass --weights DIR, set "
+            "C2FSEG_WEIGHTS, or train the stages with `c2fseg train STAGE`."
+        )
+    missing = [s for s in REQUIRED_STAGES if not (weights_dir / s).is_dir()]
+    if missing:
+        raise SetupError(
+            f"weights folder {weights_dir} has no {', '.join(missing)} stage folder(s). Train "
+            f"them with `c2fseg train {missing[0]}` or copy the stage weights there."
+        )
+
+
+def step_for(step: float | Mapping[str, float] | None, stage: str) -> float | None:
+    """The sliding-window step override of ``stage`` (one value for all, or per stage)."""
+    if step is None or isinstance(step, (int, float)):
+        return step
+    return step.get(stage.split("_")[0], step.get(stage))
+
+
+def load_models(
+    weights_dir: Path,
+    device: str,
+    *,
+    step: float | Mapping[str, float] | None = None,
+    precision: str = "auto",
+) -> CascadeModels:
+    """Load every stage model once (they stay in memory for the whole batch)."""
+    from c2fseg.infer.stage_model import StageModel
+
+    def load(stage_dir: Path):
+        stage = stage_dir.name.split("_")[0]
+        try:
+            return StageModel.load(
+                stage_dir, device, step=step_for(step, stage), precision=precision
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise SetupError(f"cannot load the {stage_dir.name} model from {stage_dir}: {exc}") from exc
+
+    return CascadeModels(
+        coarse=load(weights_dir / "coarse"),
+        organ=load(weights_dir / "organ"),
+        tumors=[load(d) for d in tumor_dirs(weights_dir)],
+    )
+
+
+# --------------------------------------------------------------------------- per case
+
+
+def input_geometry(path: Path) -> Geometry | None:
+    """The input's header (size, spacing, origin, direction) for the output validity check.
+
+    Reads only the header of a 3D file; other inputs (DICOM, 2D/4D) are read in full. Only the
+    header fields are compared, so transpose/flip are left neutral in the header-only case.
+    """
+    try:
+        if path.is_file():
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            if reader.GetDimension() == 3 and reader.GetNumberOfComponents() == 1:
+                return Geometry(
+                    size=tuple(reader.GetSize()),
+                    spacing=tuple(reader.GetSpacing()),
+                    origin=tuple(reader.GetOrigin()),
+                    direction=tuple(reader.GetDirection()),
+                    transpose=(0, 1, 2),
+                    flip=(False, False, False),
+                )
+        return read_image(path).geometry
+    except (ImageReadError, RuntimeError, OSError):
+        return None
+
+
+def already_done(case: CaseInput, out_path: Path) -> bool:
+    """Whether a previous run left a valid output for ``case``."""
+    if not out_path.exists():
+        return False
+    geom = input_geometry(case.path)
+    return geom is not None and is_valid_output(out_path, geom)
+
+
+def read_case(path: Path):
+    """Read one CT (runs in the prefetch thread); returns (volume, seconds)."""
+    t0 = time.perf_counter()
+    volume = read_image(path)
+    return volume, round(time.perf_counter() - t0, 4)
+
+
+def segment_with_fallback(volume, state: dict, options: CascadeOptions) -> tuple[CaseResult, str]:
+    """Run the cascade; on CUDA out-of-memory only, run it again with CPU models."""
+    try:
+        return segment_volume(volume, state["models"], options), ""
+    except torch.cuda.OutOfMemoryError as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if state.get("cpu_models") is None:
+            state["cpu_models"] = load_models(
+                state["weights_dir"], "cpu", step=state["step"], precision=state["precision"]
+            )
+        note = f"ran on CPU after CUDA out of memory ({str(exc).splitlines()[0][:200]})"
+        return segment_volume(volume, state["cpu_models"], options), note
+
+
+def save_roi_overlay(ct: np.ndarray, result: CaseResult, path: Path) -> None:
+    """PNG of the middle coronal slice with the ROI box and the labels, for a quick check."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    j = result.roi.start[1] + result.roi.shape[1] // 2 if result.roi else ct.shape[1] // 2
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(np.clip(ct[:, j, :], -200, 300), cmap="gray", origin="lower")
+    ax.imshow(np.ma.masked_equal(result.labels[:, j, :], 0), cmap="tab20", origin="lower",
+              alpha=0.4, vmin=0, vmax=14, interpolation="nearest")
+    if result.roi:
+        (z0, _, x0), (z1, _, x1) = result.roi.start, result.roi.stop
+        ax.add_patch(Rectangle((x0 - 0.5, z0 - 0.5), x1 - x0, z1 - z0, fill=False, ec="yellow"))
+    ax.set_title(f"{path.stem}: coronal slice {j}, ROI")
+    ax.axis("off")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def process_case(case: CaseInput, future: Future, out_path: Path, state: dict) -> CaseReport:
+    """Segment and write one case; any failure becomes a 'failed' line, never an exception."""
+    entry = CaseReport(case.case_id, str(case.path), str(out_path), "failed", device=state["device"])
+    try:
+        volume, read_s = future.result()
+        entry.warnings = list(volume.meta.get("warnings", []))
+        result, fallback = segment_with_fallback(volume, state, state["options"])
+        if fallback:
+            entry.device, entry.fallback = "cpu", fallback
+        entry.warnings += result.warnings
+        t0 = time.perf_counter()
+        write_labels(result.labels, volume.geometry, out_path)
+        result.timings["write"] = round(time.perf_counter() - t0, 4)
+        if state["save_roi_overlay"]:
+            save_roi_overlay(volume.array, result, out_path.parent / "roi_overlays" / f"{case.case_id}.png")
+    except ImageReadError as exc:
+        entry.reason = str(exc)
+        return entry
+    except Exception as exc:  # one bad case must not stop the batch; the reason is reported
+        entry.reason = f"{type(exc).__name__}: {exc}"
+        return entry
+    entry.status, entry.reason = result.status, result.reason
+    entry.timings = {"read": read_s, **result.timings}
+    entry.roi = result.roi.to_dict(volume.spacing) if result.roi else None
+    entry.labels = result.label_counts()
+    return entry
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def output_path(output_dir: Path, case: CaseInput) -> Path:
+    """``<output_dir>/<case>.nii.gz`` (FLARE naming)."""
+    return output_dir / f"{case.case_id}.nii.gz"
+
+
+def run_options(options: CascadeOptions, **extra) -> dict:
+    """Options recorded in the report: cascade options, seed and determinism flags."""
+    flags = {
+        "seed": SEED,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "torch_threads": torch.get_num_threads(),
+    }
+    return {**options.to_dict(), **extra, **flags}
+
+
+def predict_folder(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    options: CascadeOptions | None = None,
+    overwrite: bool = False,
+    report_path: str | os.PathLike | None = None,
+    step: float | Mapping[str, float] | None = None,
+    precision: str = "auto",
+    save_roi_overlay: bool = False,
+    progress: bool = True,
+) -> RunReport:
+    """Segment every CT in ``input_dir`` into ``output_dir`` and return (and write) the run report.
+
+    Raises :class:`c2fseg.io.FolderError` (bad input/output folder) or :class:`SetupError`
+    (weights, device) before touching any case; per-case problems go into the report.
+    """
+    options = options or CascadeOptions()
+    t_start = time.perf_counter()
+    cases = find_cases(input_dir)
+    out_dir = check_output_dir(input_dir, output_dir, create=False)  # refuse before anything
+    report_file = Path(report_path) if report_path else out_dir / REPORT_NAME
+    if report_file.expanduser().resolve().is_relative_to(Path(input_dir).expanduser().resolve()):
+        raise FolderError(f"report {report_file} is inside the input folder {input_dir}; "
+                          "c2fseg never writes into its input folder, choose another path")
+    weights = find_weights(weights_dir)
+    check_weights(weights)
+    resolved = resolve_device(device)
+    out_dir = check_output_dir(input_dir, output_dir)  # created and checked writable
+    torch.manual_seed(SEED)
+    state = {
+        "models": load_models(weights, resolved, step=step, precision=precision),
+        "cpu_models": None, "weights_dir": weights, "step": step, "precision": precision,
+        "device": resolved, "options": options, "save_roi_overlay": save_roi_overlay,
+    }
+    report = RunReport(
+        str(Path(input_dir).resolve()), str(out_dir), str(weights.resolve()),
+        environment=environment_info(resolved),
+        options=run_options(options, device_requested=device, step=step, precision=precision,
+                            overwrite=overwrite, tumor_models=len(state["models"].tumors)),
+    )
+    todo = plan_cases(cases, out_dir, overwrite, report)
+    run_cases(todo, state, report, report_file, progress)
+    finish_report(report, report_file, resolved, t_start)
+    return report
+
+
+def plan_cases(cases: list[CaseInput], out_dir: Path, overwrite: bool, report: RunReport) -> list:
+    """Record unusable and already-done cases; return the (case, output path) pairs to run."""
+    todo = []
+    for case in cases:
+        out = output_path(out_dir, case)
+        if not case.ok:
+            report.cases.append(CaseReport(case.case_id, str(case.path), str(out), "failed", case.error))
+        elif not overwrite and already_done(case, out):
+            report.cases.append(CaseReport(case.case_id, str(case.path), str(out), "skipped",
+                                           "a valid output from an earlier run exists"))
+        else:
+            todo.append((case, out))
+    return todo
+
+
+def run_cases(todo: list, state: dict, report: RunReport, report_file: Path, progress: bool) -> None:
+    """Process cases in order, reading case i+1 in a thread while case i is computed."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2fseg-read") as reader:
+        pending = reader.submit(read_case, todo[0][0].path) if todo else None
+        bar = tqdm(todo, desc="predict", unit="case", disable=not progress)
+        for i, (case, out) in enumerate(bar):
+            current = pending
+            pending = reader.submit(read_case, todo[i + 1][0].path) if i + 1 < len(todo) else None
+            entry = process_case(case, current, out, state)
+            report.cases.append(entry)
+            if entry.status == "failed":
+                bar.write(f"c2fseg predict: {case.case_id} failed: {entry.reason}")
+            report.write(report_file)
+
+
+def finish_report(report: RunReport, report_file: Path, device: str, t_start: float) -> None:
+    """Totals, resources and the final atomic write of the report."""
+    report.finished_utc = utc_now()
+    report.seconds = time.perf_counter() - t_start
+    report.resources = {"peak_host_ram_mb": peak_host_ram_mb(), "peak_gpu_mem_mb": peak_gpu_mem_mb(device)}
+    report.write(report_file)

@@ -1,0 +1,282 @@
+"""Batch prediction: bad cases, resume, refusals, atomic writes, report, OOM fallback, CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import AIR, abdomen_ct, make_models
+
+from c2fseg.cli import main
+from c2fseg.infer import batch
+from c2fseg.infer.batch import predict_folder
+from c2fseg.io import FolderError, read_labels
+
+
+@pytest.fixture
+def weights(tmp_path):
+    w = tmp_path / "weights"
+    for stage in ("coarse", "organ", "tumor"):
+        (w / stage).mkdir(parents=True)
+    return w
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Replace model loading by fake models; returns the list of (weights, device) loads."""
+    calls = []
+
+    def fake_load(weights_dir, device, **kwargs):
+        calls.append((weights_dir, device))
+        return make_models()
+
+    monkeypatch.setattr(batch, "load_models", fake_load)
+    return calls
+
+
+@pytest.fixture
+def cases(write_ct, tmp_path):
+    """Input folder: two good cases (one stored permuted/flipped) and one truncated file."""
+    ct, labels = abdomen_ct()
+    write_ct("good1_0000.nii.gz", ct)
+    write_ct("good2_0000.nii.gz", ct, transpose=(1, 2, 0), flip=(False, True, True))
+    bad, _ = write_ct("bad_0000.nii.gz", ct)
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) - 40])  # corruption at the very end
+    return tmp_path / "in", labels
+
+
+def run_cli(inp, out, weights, *extra):
+    return main(["predict", "-i", str(inp), "-o", str(out), "--weights", str(weights),
+                 "--device", "cpu", "--no-progress", *extra])
+
+
+def same_header(a, b) -> bool:
+    ia, ib = sitk.ReadImage(str(a)), sitk.ReadImage(str(b))
+    return (ia.GetSize() == ib.GetSize() and np.allclose(ia.GetSpacing(), ib.GetSpacing())
+            and np.allclose(ia.GetOrigin(), ib.GetOrigin())
+            and np.allclose(ia.GetDirection(), ib.GetDirection()))
+
+
+def test_corrupt_case_fails_alone_exit_3(cases, weights, loads, tmp_path):
+    inp, expected = cases
+    out = tmp_path / "out"
+    assert run_cli(inp, out, weights) == 3
+    assert len(loads) == 1  # models loaded once for the whole batch
+    for name in ("good1", "good2"):
+        written = out / f"{name}.nii.gz"
+        assert same_header(written, inp / f"{name}_0000.nii.gz")
+        assert np.array_equal(read_labels(written).array, expected)
+    assert not (out / "bad.nii.gz").exists()
+    report = json.loads((out / "c2fseg_report.json").read_text())
+    status = {c["case"]: c for c in report["cases"]}
+    assert status["good1"]["status"] == "ok" and status["good2"]["status"] == "ok"
+    assert status["bad"]["status"] == "failed"
+    assert "bad_0000.nii.gz" in status["bad"]["reason"]
+    assert "truncated" in status["bad"]["reason"] or "corrupt" in status["bad"]["reason"]
+    assert report["totals"]["failed"] == 1 and report["totals"]["ok"] == 2
+
+
+def test_resume_skips_valid_and_redoes_corrupted_output(cases, weights, loads, tmp_path):
+    inp, expected = cases
+    (inp / "bad_0000.nii.gz").unlink()
+    out = tmp_path / "out"
+    assert run_cli(inp, out, weights) == 0
+    damaged = out / "good2.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-30])
+    before = (out / "good1.nii.gz").stat().st_mtime_ns
+    assert run_cli(inp, out, weights) == 0
+    report = json.loads((out / "c2fseg_report.json").read_text())
+    status = {c["case"]: c["status"] for c in report["cases"]}
+    assert status == {"good1": "skipped", "good2": "ok"}
+    assert (out / "good1.nii.gz").stat().st_mtime_ns == before
+    assert np.array_equal(read_labels(damaged).array, expected)
+    assert run_cli(inp, out, weights, "--overwrite") == 0
+    report = json.loads((out / "c2fseg_report.json").read_text())
+    assert [c["status"] for c in report["cases"]] == ["ok", "ok"]
+
+
+def test_output_with_wrong_geometry_is_redone(cases, weights, loads, tmp_path):
+    inp, _ = cases
+    (inp / "bad_0000.nii.gz").unlink()
+    out = tmp_path / "out"
+    run_cli(inp, out, weights)
+    wrong = sitk.ReadImage(str(out / "good1.nii.gz"))
+    wrong.SetOrigin((0.0, 0.0, 0.0))
+    sitk.WriteImage(wrong, str(out / "good1.nii.gz"))
+    report = predict_folder(inp, out, weights_dir=weights, device="cpu", progress=False)
+    assert {c.case: c.status for c in report.cases} == {"good1": "ok", "good2": "skipped"}
+    assert same_header(out / "good1.nii.gz", inp / "good1_0000.nii.gz")
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_output_in_input_is_refused(cases, weights, loads, where):
+    inp, _ = cases
+    out = inp if where == "same" else inp / "seg"
+    with pytest.raises(FolderError, match="input folder"):
+        predict_folder(inp, out, weights_dir=weights, device="cpu", progress=False)
+    assert run_cli(inp, out, weights) == 2
+    assert sorted(p.name for p in inp.iterdir()) == ["bad_0000.nii.gz", "good1_0000.nii.gz",
+                                                     "good2_0000.nii.gz"]
+    assert loads == []
+
+
+def test_report_inside_input_is_refused(cases, weights, loads, tmp_path):
+    inp, _ = cases
+    with pytest.raises(FolderError, match="report"):
+        predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu",
+                       report_path=inp / "r.json", progress=False)
+    assert run_cli(inp, tmp_path / "out", weights, "--report", str(inp / "r.json")) == 2
+    assert not (inp / "r.json").exists() and loads == []
+
+
+def test_usage_errors_exit_2(cases, weights, loads, tmp_path, capsys):
+    inp, _ = cases
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli(tmp_path / "missing", tmp_path / "o1", weights) == 2
+    assert run_cli(empty, tmp_path / "o2", weights) == 2
+    assert run_cli(inp, tmp_path / "o3", tmp_path / "no_weights") == 2
+    assert not (tmp_path / "o3").exists()  # nothing created when the run cannot start
+    (weights / "tumor").rmdir()
+    assert run_cli(inp, tmp_path / "o4", weights) == 2
+    assert "tumor" in capsys.readouterr().err
+    assert loads == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_gpu_is_usage_error(cases, weights, loads, tmp_path, capsys):
+    inp, _ = cases
+    code = main(["predict", "-i", str(inp), "-o", str(tmp_path / "o"), "--weights",
+                 str(weights), "--device", "cuda", "--no-progress"])
+    assert code == 2 and "--device auto" in capsys.readouterr().err
+    assert batch.resolve_device("auto") == "cpu"
+
+
+def test_failed_write_leaves_no_partial_file(cases, weights, loads, tmp_path, monkeypatch):
+    inp, _ = cases
+    out = tmp_path / "out"
+    real_write = sitk.WriteImage
+
+    def failing_write(image, path, *args, **kwargs):
+        if "good2" in str(path):
+            with open(path, "wb") as fh:
+                fh.write(b"half a file")
+            raise RuntimeError("disk full")
+        return real_write(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(sitk, "WriteImage", failing_write)
+    report = predict_folder(inp, out, weights_dir=weights, device="cpu", progress=False)
+    status = {c.case: c for c in report.cases}
+    assert status["good2"].status == "failed" and "disk full" in status["good2"].reason
+    assert status["good1"].status == "ok"
+    leftovers = [p.name for p in out.iterdir() if "good2" in p.name]
+    assert leftovers == []
+
+
+def test_report_schema(cases, weights, loads, tmp_path):
+    inp, _ = cases
+    report_path = tmp_path / "elsewhere" / "run.json"
+    run_cli(inp, tmp_path / "out", weights, "--report", str(report_path), "--margin-mm", "5,6,7",
+            "--min-tumor-ml", "0.05", "--tumor-must-touch-organ")
+    assert not (tmp_path / "out" / "c2fseg_report.json").exists()
+    report = json.loads(report_path.read_text())
+    for key in ("schema_version", "started_utc", "finished_utc", "seconds", "input_dir",
+                "output_dir", "weights_dir", "environment", "options", "totals", "resources",
+                "cases"):
+        assert key in report, key
+    for key in ("c2fseg", "torch", "nnunetv2", "SimpleITK", "python", "device", "device_name"):
+        assert report["environment"][key], key
+    opts = report["options"]
+    assert opts["margin_mm"] == [5.0, 6.0, 7.0] and opts["min_tumor_ml"] == 0.05
+    assert opts["tumor_must_touch_organ"] is True and "seed" in opts
+    assert report["resources"]["peak_host_ram_mb"] > 0
+    assert report["resources"]["peak_gpu_mem_mb"] is None
+    ok = next(c for c in report["cases"] if c["case"] == "good1")
+    for stage in ("read", "coarse", "roi", "organ", "tumor", "merge", "postprocess", "write"):
+        assert stage in ok["timings"], stage
+    assert ok["roi"]["start_zyx"] and ok["roi"]["size_mm_zyx"]
+    # the 27-voxel tumor (0.081 mL) touches the liver and is above 0.05 mL: kept
+    assert set(ok["labels"]) == {"liver", "right_kidney", "spleen", "tumor"}
+    assert isinstance(ok["warnings"], list)
+
+
+def test_cuda_oom_retries_case_on_cpu(cases, weights, monkeypatch, tmp_path):
+    inp, expected = cases
+    (inp / "bad_0000.nii.gz").unlink()
+    calls = []
+
+    def load(weights_dir, device, **kwargs):
+        calls.append(device)
+        models = make_models()
+        if len(calls) == 1:
+            models.organ.error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried 2 GiB")
+        return models
+
+    monkeypatch.setattr(batch, "load_models", load)
+    report = predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu",
+                            progress=False)
+    assert calls == ["cpu", "cpu"]  # the CPU models are loaded once, on first need
+    for case in report.cases:
+        assert case.status == "ok" and case.device == "cpu"
+        assert "out of memory" in case.fallback
+    assert np.array_equal(read_labels(tmp_path / "out" / "good1.nii.gz").array, expected)
+
+
+def test_other_errors_are_not_treated_as_oom(cases, weights, monkeypatch, tmp_path):
+    inp, _ = cases
+    calls = []
+
+    def load(weights_dir, device, **kwargs):
+        calls.append(device)
+        models = make_models()
+        models.organ.error = RuntimeError("shape mismatch")
+        return models
+
+    monkeypatch.setattr(batch, "load_models", load)
+    report = predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu",
+                            progress=False)
+    assert calls == ["cpu"]
+    assert all(c.status == "failed" for c in report.cases)
+    assert "shape mismatch" in report.cases[-1].reason
+
+
+def test_case_without_abdomen_gives_empty_output(write_ct, weights, loads, tmp_path):
+    ct = np.full((12, 10, 14), AIR, dtype=np.float32)
+    path, _ = write_ct("head_0000.nii.gz", ct, transpose=(2, 1, 0), flip=(True, True, False))
+    out = tmp_path / "out"
+    assert run_cli(path.parent, out, weights) == 0
+    written = out / "head.nii.gz"
+    assert same_header(written, path)
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(written))).any()
+    report = json.loads((out / "c2fseg_report.json").read_text())
+    assert report["cases"][0]["status"] == "empty" and report["totals"]["empty"] == 1
+    assert "no abdominal organ" in report["cases"][0]["reason"]
+    assert any("constant" in w for w in report["cases"][0]["warnings"])  # from reading
+
+
+def test_reading_happens_in_the_prefetch_thread(cases, weights, loads, tmp_path, monkeypatch):
+    inp, _ = cases
+    threads = []
+    real = batch.read_case
+
+    def spy(path):
+        threads.append(threading.current_thread().name)
+        return real(path)
+
+    monkeypatch.setattr(batch, "read_case", spy)
+    predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu", progress=False)
+    assert len(threads) == 3 and all(t.startswith("c2fseg-read") for t in threads)
+
+
+def test_roi_overlay_png(cases, weights, loads, tmp_path):
+    inp, _ = cases
+    (inp / "bad_0000.nii.gz").unlink()
+    predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu", progress=False,
+                   save_roi_overlay=True)
+    pngs = sorted(p.name for p in (tmp_path / "out" / "roi_overlays").iterdir())
+    assert pngs == ["good1.png", "good2.png"]
