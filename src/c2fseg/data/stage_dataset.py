@@ -1,0 +1,372 @@
+"""Build one cascade stage's nnU-Net raw dataset from a FLARE23-style data folder.
+
+What each stage trains on (groups as in ``c2fseg.data.groups``):
+
+* ``coarse``: fully labelled cases (G6), organs 1-13; any tumor voxel becomes background.
+* ``tumor``: tumor cases (G4), 15 classes. Organs the case does not annotate are filled in
+  from pseudo labels (made by the trained coarse model).
+* ``organ``: every training case (labelled or not), 14 classes, from pseudo labels with the
+  case's own annotated organs on top; under ground-truth tumor voxels the pseudo label is used
+  (the organ there is unknown to the ground truth).
+
+Partially labelled cases (G5 and most of G4): an organ missing from a label file means "not
+annotated", not "background". Training on such a file as-is would teach the network that those
+organs are background. Our rule: the coarse stage uses only fully labelled cases (G6), as the
+published method did; the tumor and organ stages fill every unannotated organ from pseudo labels,
+so no target ever labels an unannotated organ as background. The merge rules are:
+
+1. ground-truth labels always win over pseudo labels;
+2. tumor voxels stay tumor (tumor stage);
+3. pseudo labels only add organs that the case does not annotate, and only on voxels that are
+   ground-truth background.
+
+Every case is written in canonical orientation (``c2fseg.io``: axes z, y, x toward Superior,
+Posterior, Left) with an identity direction, cropped along z to its labelled slices plus a margin,
+so that all cases share one axis order and the plans' axes are the canonical axes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from c2fseg.labels import LABELS, ORGANS, STAGE_LABELS, TUMOR, check_stage
+
+#: Bumped when the merge rules or the file layout change, so old builds are redone.
+BUILD_VERSION = 1
+IMAGE_SUFFIX = "_0000.nii.gz"
+LABEL_SUFFIX = ".nii.gz"
+RECORD = "c2fseg_build.json"
+
+
+class StageDatasetError(ValueError):
+    """The data folder cannot be used for a stage; the message lists the cases and the fix."""
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def zcrop_bounds(labels: np.ndarray, margin: int = 10) -> tuple[int, int]:
+    """Slice range [lo, hi) along canonical axis 0 spanning the labelled slices +- ``margin``.
+
+    A map with no foreground keeps every slice (nothing tells us where the abdomen is).
+    """
+    nz = labels.shape[0]
+    occupied = np.flatnonzero(labels.reshape(nz, -1).any(axis=1))
+    if occupied.size == 0:
+        return 0, nz
+    return max(int(occupied[0]) - margin, 0), min(int(occupied[-1]) + margin + 1, nz)
+
+
+def crop_z(array: np.ndarray, bounds: tuple[int, int]) -> np.ndarray:
+    """``array[lo:hi]`` along canonical axis 0 (a view)."""
+    lo, hi = bounds
+    return array[lo:hi]
+
+
+def annotated_organs(labels: np.ndarray) -> frozenset[int]:
+    """Organs present in a ground-truth label map (absent organs count as not annotated)."""
+    present = np.unique(labels)
+    return frozenset(int(v) for v in present if int(v) in ORGANS)
+
+
+def _organs_only(pseudo: np.ndarray) -> np.ndarray:
+    """Pseudo labels restricted to organs 1-13 (anything else is background)."""
+    return np.where(np.isin(pseudo, ORGANS), pseudo, 0).astype(np.uint8)
+
+
+def _check_same_shape(gt: np.ndarray, pseudo: np.ndarray) -> None:
+    if gt.shape != pseudo.shape:
+        raise ValueError(f"pseudo label shape {pseudo.shape} differs from the label shape {gt.shape}")
+
+
+def coarse_target(gt: np.ndarray) -> np.ndarray:
+    """Coarse-stage target: organs 1-13 of a fully labelled case; tumor becomes background."""
+    return np.where(gt == TUMOR, 0, gt).astype(np.uint8)
+
+
+def tumor_target(gt: np.ndarray, pseudo: np.ndarray) -> np.ndarray:
+    """Tumor-stage target (15 classes): ground truth plus pseudo labels of unannotated organs.
+
+    Pseudo labels fill only organs the case does not annotate, only on ground-truth background;
+    annotated organs and tumor voxels keep their ground-truth label.
+    """
+    _check_same_shape(gt, pseudo)
+    pseudo = _organs_only(pseudo)
+    missing = [o for o in ORGANS if o not in annotated_organs(gt)]
+    fill = (gt == 0) & np.isin(pseudo, missing)
+    out = gt.astype(np.uint8, copy=True)
+    out[fill] = pseudo[fill]
+    return out
+
+
+def organ_target(gt: np.ndarray | None, pseudo: np.ndarray) -> np.ndarray:
+    """Organ-stage target (14 classes, no tumor).
+
+    Annotated organs come from the ground truth; ground-truth background gets the pseudo label of
+    organs the case does not annotate; under ground-truth tumor the organ is unknown, so the pseudo
+    label is used there. ``gt`` None (unlabelled case) means pseudo labels everywhere.
+    """
+    pseudo = _organs_only(pseudo)
+    if gt is None:
+        return pseudo
+    _check_same_shape(gt, pseudo)
+    missing = [o for o in ORGANS if o not in annotated_organs(gt)]
+    out = np.where(np.isin(gt, ORGANS), gt, 0).astype(np.uint8)
+    from_pseudo = ((gt == 0) & np.isin(pseudo, missing)) | (gt == TUMOR)
+    out[from_pseudo] = pseudo[from_pseudo]
+    return out
+
+
+def stage_target(stage: str, gt: np.ndarray | None, pseudo: np.ndarray | None) -> np.ndarray:
+    """The training target of ``stage`` from a ground-truth and/or a pseudo label map."""
+    check_stage(stage)
+    if stage == "coarse":
+        if gt is None:
+            raise ValueError("the coarse stage needs a ground-truth label map")
+        return coarse_target(gt)
+    if pseudo is None:
+        raise ValueError(f"the {stage} stage needs a pseudo label map")
+    if stage == "tumor":
+        if gt is None:
+            raise ValueError("the tumor stage needs a ground-truth label map")
+        return tumor_target(gt, pseudo)
+    return organ_target(gt, pseudo)
+
+
+def stage_dataset_json(stage: str, num_training: int) -> dict:
+    """nnU-Net dataset.json for a stage: one CT channel, consecutive labels 0..N."""
+    labels = {LABELS[0]: 0, **{LABELS[lab]: lab for lab in STAGE_LABELS[stage]}}
+    if sorted(labels.values()) != list(range(len(labels))):
+        raise AssertionError("stage labels must be consecutive for nnU-Net")
+    return {
+        "name": f"c2fseg {stage}",
+        "description": f"c2fseg {stage} stage (canonical orientation, z-cropped)",
+        "channel_names": {"0": "CT"},
+        "labels": labels,
+        "numTraining": int(num_training),
+        "file_ending": ".nii.gz",
+        "overwrite_image_reader_writer": "SimpleITKIO",
+    }
+
+
+# ----------------------------------------------------------------------------- case lookup
+
+
+@dataclass(frozen=True)
+class CaseSources:
+    """Input files of one training case (label/pseudo may be None)."""
+
+    case: str
+    image: Path
+    label: Path | None
+    pseudo: Path | None
+
+    def signature(self) -> dict:
+        """Name, size and modification time of every input: changes mean "rebuild this case"."""
+        sig = {}
+        for key in ("image", "label", "pseudo"):
+            p = getattr(self, key)
+            if p is not None and p.exists():
+                st = p.stat()
+                sig[key] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
+            else:
+                sig[key] = None
+        return sig
+
+
+def find_pseudo_label(folder: Path, case: str) -> Path | None:
+    """``<case>.nii.gz`` (or ``<case>_0000.nii.gz``) in a pseudo-label folder, if present."""
+    for name in (case + LABEL_SUFFIX, case + IMAGE_SUFFIX):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def case_sources(data_dir: Path, cases: Iterable[str], pseudo_dir: Path | None) -> list[CaseSources]:
+    """Locate the image, label and pseudo label of every case (missing files are None)."""
+    out = []
+    for case in cases:
+        label = data_dir / "labelsTr" / (case + LABEL_SUFFIX)
+        out.append(CaseSources(
+            case=case,
+            image=data_dir / "imagesTr" / (case + IMAGE_SUFFIX),
+            label=label if label.is_file() else None,
+            pseudo=find_pseudo_label(pseudo_dir, case) if pseudo_dir is not None else None,
+        ))
+    return out
+
+
+def _header(path: Path) -> tuple[tuple, tuple]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return tuple(reader.GetSize()), tuple(reader.GetSpacing())
+
+
+def check_sources(stage: str, sources: list[CaseSources]) -> None:
+    """Fail before any long work if files are missing or image/label headers disagree.
+
+    Raises StageDatasetError listing every problem case (label values are checked while
+    building, because they need the whole volume).
+    """
+    problems: list[str] = []
+    needs_label = stage in ("coarse", "tumor")
+    needs_pseudo = stage in ("tumor", "organ")
+    for src in sources:
+        if not src.image.is_file():
+            problems.append(f"{src.case}: image {src.image} is missing")
+            continue
+        if needs_label and src.label is None:
+            problems.append(f"{src.case}: no label file in labelsTr (the {stage} stage needs labels)")
+        if needs_pseudo and src.pseudo is None:
+            problems.append(f"{src.case}: no pseudo label file")
+        try:
+            size, spacing = _header(src.image)
+            for kind in ("label", "pseudo"):
+                other = getattr(src, kind)
+                if other is None:
+                    continue
+                o_size, o_spacing = _header(other)
+                if o_size != size or not np.allclose(o_spacing, spacing, rtol=1e-3, atol=1e-4):
+                    problems.append(
+                        f"{src.case}: {kind} {other.name} has size {o_size} spacing "
+                        f"{tuple(round(s, 4) for s in o_spacing)} but the image has size {size} "
+                        f"spacing {tuple(round(s, 4) for s in spacing)}"
+                    )
+        except RuntimeError as exc:
+            problems.append(f"{src.case}: unreadable file ({exc})")
+    if problems:
+        raise StageDatasetError(_problem_report(stage, problems))
+
+
+def _problem_report(stage: str, problems: list[str]) -> str:
+    shown = "\n  ".join(problems[:50])
+    more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+    return (f"cannot build the {stage} training set, {len(problems)} problem(s):\n  {shown}{more}\n"
+            "Fix or remove these cases (or rebuild splits.json with `c2fseg split`).")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _canonical_geometry(shape, spacing, origin):
+    from c2fseg.io.image import make_geometry
+
+    return make_geometry(tuple(shape), tuple(spacing), tuple(origin))
+
+
+def _cropped_origin(volume, lo: int) -> tuple[float, float, float]:
+    """World (x, y, z) origin of canonical voxel [lo, 0, 0] when written with identity direction."""
+    ox, oy, oz = volume.geometry.canonical_origin
+    return (ox, oy, oz + lo * volume.spacing[0])
+
+
+def _ct_for_writing(ct: np.ndarray) -> np.ndarray:
+    """int16 when the CT holds whole HU values in range (4x smaller files), float32 otherwise."""
+    if ct.size and ct.min() >= -32768 and ct.max() <= 32767 and np.array_equal(ct, np.round(ct)):
+        return ct.astype(np.int16)
+    return ct.astype(np.float32)
+
+
+def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int) -> dict:
+    """Write one case's canonical, z-cropped image and target; return its summary."""
+    from c2fseg.io.image import ImageReadError, read_image, read_labels, write_volume
+
+    ct = read_image(src.image)
+    gt = read_labels(src.label).array if src.label is not None else None
+    pseudo = read_labels(src.pseudo).array if src.pseudo is not None else None
+    for name, arr in (("label", gt), ("pseudo label", pseudo)):
+        if arr is not None and arr.shape != ct.shape:
+            raise ImageReadError(f"{src.case}: {name} shape {arr.shape} differs from image {ct.shape}")
+    target = stage_target(stage, gt, pseudo)
+    if not target.any():
+        raise ImageReadError(f"{src.case}: no {stage} labels in this case")
+    bounds = zcrop_bounds(target, margin)
+    geom = _canonical_geometry(
+        (bounds[1] - bounds[0], *ct.shape[1:]), ct.spacing, _cropped_origin(ct, bounds[0])
+    )
+    write_volume(_ct_for_writing(crop_z(ct.array, bounds)), geom, out_dir / "imagesTr" / (src.case + IMAGE_SUFFIX))
+    write_volume(crop_z(target, bounds), geom, out_dir / "labelsTr" / (src.case + LABEL_SUFFIX))
+    return {"z_range": list(bounds), "labels": sorted(int(v) for v in np.unique(target))}
+
+
+def _write_json(path: Path, data: Mapping) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _load_record(out_dir: Path) -> dict:
+    try:
+        return json.loads((out_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable[str],
+                        out_dir: str | os.PathLike, *, pseudo_dir: str | os.PathLike | None = None,
+                        margin: int = 10, progress: bool = True) -> dict:
+    """Write ``out_dir`` (imagesTr, labelsTr, dataset.json) for ``stage`` from ``cases``.
+
+    Resumable: a case whose inputs are unchanged since the last build is not rewritten.
+    Cases of a previous build that are no longer listed are removed. Returns the build record
+    (per case summary plus a ``hash`` of the whole dataset used to decide whether planning and
+    preprocessing are up to date). Raises StageDatasetError listing every bad case.
+    """
+    from tqdm import tqdm
+
+    from c2fseg.io.image import ImageReadError
+
+    check_stage(stage)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    pseudo = Path(pseudo_dir) if pseudo_dir is not None else None
+    cases = sorted(dict.fromkeys(cases))
+    if not cases:
+        raise StageDatasetError(f"no training cases for the {stage} stage (check splits.json)")
+    sources = case_sources(data_dir, cases, pseudo)
+    check_sources(stage, sources)
+
+    old = _load_record(out_dir)
+    old_cases = old.get("cases", {}) if old.get("version") == BUILD_VERSION and old.get("margin") == margin else {}
+    record: dict = {"version": BUILD_VERSION, "stage": stage, "margin": margin, "cases": {}}
+    problems = []
+    for src in tqdm(sources, desc=f"{stage} dataset", unit="case", disable=not progress):
+        sig = src.signature()
+        prev = old_cases.get(src.case)
+        done = (out_dir / "imagesTr" / (src.case + IMAGE_SUFFIX)).is_file() and \
+            (out_dir / "labelsTr" / (src.case + LABEL_SUFFIX)).is_file()
+        if prev is not None and prev.get("sources") == sig and done:
+            record["cases"][src.case] = prev
+            continue
+        try:
+            record["cases"][src.case] = {"sources": sig, **build_case(stage, src, out_dir, margin)}
+        except (ImageReadError, ValueError) as exc:
+            problems.append(f"{src.case}: {exc}")
+    if problems:
+        _write_json(out_dir / RECORD, record)  # keep finished cases for the next attempt
+        raise StageDatasetError(_problem_report(stage, problems))
+    _remove_stale_cases(out_dir, set(cases))
+    record["hash"] = hashlib.sha256(json.dumps(record["cases"], sort_keys=True).encode()).hexdigest()
+    _write_json(out_dir / "dataset.json", stage_dataset_json(stage, len(cases)))
+    _write_json(out_dir / RECORD, record)
+    return record
+
+
+def _remove_stale_cases(out_dir: Path, keep: set[str]) -> None:
+    for sub, suffix in (("imagesTr", IMAGE_SUFFIX), ("labelsTr", LABEL_SUFFIX)):
+        folder = out_dir / sub
+        for f in folder.glob("*" + suffix) if folder.is_dir() else ():
+            if f.name[: -len(suffix)] not in keep:
+                f.unlink()
