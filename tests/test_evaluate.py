@@ -62,9 +62,11 @@ def test_evaluate_folders_report(folders, tmp_path):
     assert report["missing"] == {"predictions": ["d"], "ground_truth": ["e"]}
     assert [f["case"] for f in report["failed"]] == ["c"]
     assert "spacing" in report["failed"][0]["reason"]
-    assert sorted(report["cases"]) == ["a", "b", "d"]
+    assert report["failed"][0]["scored_as_empty"] is True
+    assert sorted(report["cases"]) == ["a", "b", "c", "d"]  # wrong-grid c scored like missing d
 
-    a, b, d = (report["cases"][k] for k in "abd")
+    a, b, c, d = (report["cases"][k] for k in "abcd")
+    assert c == d  # a prediction on the wrong grid scores exactly like no prediction
     assert a["liver"] == {"dsc": 1.0, "nsd": 1.0}
     assert a["gallbladder"] == {"dsc": 1.0, "nsd": 1.0}  # absent on both sides
     assert b["spleen"] == {"dsc": 0.0, "nsd": 0.0}
@@ -72,19 +74,22 @@ def test_evaluate_folders_report(folders, tmp_path):
     assert d["duodenum"] == {"dsc": 1.0, "nsd": 1.0}
 
     spleen = report["per_label"]["spleen"]
-    assert spleen["n"] == 3 and spleen["dsc"] == pytest.approx(1 / 3)
+    assert spleen["n"] == 4 and spleen["dsc"] == pytest.approx(1 / 4)
     organ_means = [report["per_label"][n]["dsc"] for n in report["per_label"] if n != "tumor"]
     assert len(organ_means) == len(ORGANS)
     assert report["means"]["organ_dsc"] == pytest.approx(np.mean(organ_means))
-    assert report["means"]["tumor_dsc"] == pytest.approx(2 / 3)
+    assert report["means"]["tumor_dsc"] == pytest.approx(2 / 4)
 
     rows = list(csv.DictReader(out_csv.open()))
-    assert len(rows) == 3 * 14
+    assert len(rows) == 4 * 14
     d_liver = next(r for r in rows if r["case"] == "d" and r["label"] == "liver")
     assert d_liver["missing_prediction"] == "1" and float(d_liver["dsc"]) == 0.0
+    c_liver = next(r for r in rows if r["case"] == "c" and r["label"] == "liver")
+    assert c_liver["failed_prediction"] == "1" and c_liver["missing_prediction"] == "0"
+    assert float(c_liver["dsc"]) == 0.0
 
     table = format_summary(report)
-    assert "spleen" in table and "33.33" in table and "missing prediction: d" in table
+    assert "spleen" in table and "25.00" in table and "missing prediction: d" in table
 
 
 def test_label_subset(folders, tmp_path):
@@ -115,19 +120,102 @@ def test_geometry_check(tmp_path, header, problem):
             score_files(pred, gt)
 
 
-def test_size_mismatch_and_bad_values_fail_the_case(tmp_path):
+def test_broken_predictions_score_like_missing_ones(tmp_path):
+    """Wrong grid, out-of-range values, unreadable file, duplicate: 0 like a missing prediction,
+    and listed as failed with the reason."""
     truth = labels_map()
-    write(tmp_path / "gt" / "a.nii.gz", truth)
-    write(tmp_path / "gt" / "b.nii.gz", truth)
-    write(tmp_path / "pred" / "a.nii.gz", truth[:, :, :-1])
+    for case in ("a", "b", "c", "d", "e", "ok"):
+        write(tmp_path / "gt" / f"{case}.nii.gz", truth)
+    write(tmp_path / "pred" / "a.nii.gz", truth[:, :, :-1])  # wrong grid
     bad = truth.copy()
     bad[0, 0, 0] = 20
-    write(tmp_path / "pred" / "b.nii.gz", bad)
+    write(tmp_path / "pred" / "b.nii.gz", bad)  # label value outside 0-14
+    (tmp_path / "pred" / "c.nii.gz").write_bytes(b"not a nifti at all")  # unreadable
+    write(tmp_path / "pred" / "d.nii.gz", truth)  # d twice: ambiguous
+    write(tmp_path / "pred" / "d.nrrd", truth)
+    write(tmp_path / "pred" / "ok.nii.gz", truth)
+    # e: missing
     report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "m.json", workers=1)
     reasons = {f["case"]: f["reason"] for f in report["failed"]}
-    assert "size" in reasons["a"]
-    assert "b.nii.gz" in reasons["b"]
-    assert report["n_scored"] == 0
+    assert sorted(reasons) == ["a", "b", "c", "d"]
+    assert "size" in reasons["a"] and "b.nii.gz" in reasons["b"] and "c.nii.gz" in reasons["c"]
+    assert "two files" in reasons["d"]
+    assert all(f["scored_as_empty"] for f in report["failed"])
+    assert report["missing"]["predictions"] == ["e"]
+    assert report["n_scored"] == 6
+    cases = report["cases"]
+    for case in "abcd":
+        assert cases[case] == cases["e"], case
+        assert cases[case]["liver"] == {"dsc": 0.0, "nsd": 0.0}
+    assert cases["ok"]["liver"] == {"dsc": 1.0, "nsd": 1.0}
+    assert report["per_label"]["liver"]["dsc"] == pytest.approx(1 / 6)
+
+
+def test_unreadable_ground_truth_is_failed_and_not_scored(tmp_path):
+    truth = labels_map()
+    write(tmp_path / "gt" / "a.nii.gz", truth)
+    (tmp_path / "gt" / "b.nii.gz").write_bytes(b"\x1f\x8b broken")
+    write(tmp_path / "pred" / "a.nii.gz", truth)
+    write(tmp_path / "pred" / "b.nii.gz", truth)
+    report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "m.json", workers=1)
+    assert [(f["case"], f["scored_as_empty"]) for f in report["failed"]] == [("b", False)]
+    assert "ground truth" in report["failed"][0]["reason"]
+    assert sorted(report["cases"]) == ["a"]
+
+
+class _BreakingPool:
+    """Stands in for ProcessPoolExecutor: runs tasks inline, but a task whose arguments mention
+    ``poison`` kills the "pool", so it and every task not yet run fail with BrokenProcessPool."""
+
+    def __init__(self, max_workers=None):
+        self.broken = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        future = Future()
+        if self.broken or any("poison" in str(a) for a in args):
+            self.broken = True
+            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        else:
+            future.set_result(fn(*args))
+        return future
+
+
+def test_dead_worker_keeps_finished_results_and_reruns_the_rest(tmp_path, monkeypatch):
+    import c2fseg.parallel
+
+    truth = labels_map()
+    for case in ("a", "b", "c_poison", "d", "e"):
+        write(tmp_path / "gt" / f"{case}.nii.gz", truth)
+        write(tmp_path / "pred" / f"{case}.nii.gz", truth)
+    monkeypatch.setattr(c2fseg.parallel, "ProcessPoolExecutor", _BreakingPool)
+    report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "m.json", workers=2)
+    # a, b finished before the crash; d, e were cut off and re-run alone; the poison case fails
+    assert sorted(report["cases"]) == ["a", "b", "d", "e"]
+    assert all(report["cases"][c]["liver"]["dsc"] == 1.0 for c in report["cases"])
+    assert [f["case"] for f in report["failed"]] == ["c_poison"]
+    assert "worker process died" in report["failed"][0]["reason"]
+    assert report["failed"][0]["scored_as_empty"] is False
+
+
+def test_api_refuses_output_inside_input_folders(folders, tmp_path):
+    from c2fseg.io import FolderError
+
+    pred_dir, gt_dir = folders
+    for out_json, out_csv in ((pred_dir / "m.json", None), (gt_dir / "sub" / "m.json", None),
+                              (tmp_path / "m.json", gt_dir / "m.csv")):
+        with pytest.raises(FolderError, match="inside the input folder"):
+            evaluate_folders(pred_dir, gt_dir, out_json, out_csv, workers=1)
+        assert not out_json.exists() and (out_csv is None or not out_csv.exists())
+    assert not (gt_dir / "sub").exists()
 
 
 def test_cli_end_to_end(folders, tmp_path, capsys):
@@ -192,3 +280,19 @@ def test_real_labels_shifted_one_slice(tmp_path):
     assert scores["liver"]["nsd"] == pytest.approx(1.0)  # 5 mm tolerance > 3 mm shift
     assert 0.9 < scores["liver"]["dsc"] < 1.0
     assert scores["aorta"]["nsd"] < 1.0  # 2 mm tolerance < 3 mm shift
+
+
+@pytest.mark.parametrize("direction", [None, (1.0, 0, 0, 0, 1.0, 0, 0, 0, -1.0)])
+def test_z_range_drops_last_stored_slice_whatever_the_orientation(tmp_path, direction):
+    """Like the official scorer, the aorta range ends before the highest *stored* slice index,
+    also when the file stores slices head-first (canonical order reversed)."""
+    gt = np.zeros((8, 6, 6), np.uint8)
+    gt[2:6, 2:4, 2:4] = 5  # aorta on stored slices 2-5
+    gt_path = write(tmp_path / "gt.nii.gz", gt, direction=direction)
+    miss_last, miss_first = gt.copy(), gt.copy()
+    miss_last[5] = 0
+    miss_first[2] = 0
+    last = score_files(write(tmp_path / "l.nii.gz", miss_last, direction=direction), gt_path, [5])
+    first = score_files(write(tmp_path / "f.nii.gz", miss_first, direction=direction), gt_path, [5])
+    assert last[5]["dsc"] == 1.0
+    assert first[5]["dsc"] == pytest.approx(2 * 8 / (8 + 12))

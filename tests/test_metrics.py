@@ -194,13 +194,47 @@ def test_z_range_uses_axis_zero_and_counts_misses_inside_range():
     pred = np.zeros_like(gt)
     pred[2:4, 3:5, 3:5] = AORTA  # covers half of the annotated slices
     pred[7:10, 3:5, 3:5] = AORTA  # outside the range: ignored
-    s = score_case(pred, gt, (1, 1, 1), labels=[AORTA])[AORTA]
+    s = score_case(pred, gt, (1, 1, 1), labels=[AORTA], z_drop=None)[AORTA]
     assert s["dsc"] == pytest.approx(2 * 8 / (8 + 16))
     # along a different axis the rule does not crop: extra voxels count
     gt_x = np.moveaxis(gt, 0, 2)
     pred_x = np.moveaxis(pred, 0, 2)
     s_x = score_case(pred_x, gt_x, (1, 1, 1), labels=[AORTA])[AORTA]
     assert s_x["dsc"] == pytest.approx(2 * 8 / (20 + 16))
+
+
+def test_z_range_leaves_out_one_end_slice_like_the_official_scorer():
+    """Official range is gt[z_min:z_max] (half-open): the slice at z_max is not scored."""
+    gt = np.zeros((10, 8, 8), np.uint8)
+    gt[2:6, 3:5, 3:5] = AORTA  # annotated slices 2, 3, 4, 5
+    miss_top = gt.copy()
+    miss_top[5] = 0  # prediction misses only the last slice
+    miss_bottom = gt.copy()
+    miss_bottom[2] = 0  # ... or only the first
+    def dsc(pred, z_drop):
+        return score_case(pred, gt, (1, 1, 1), labels=[AORTA], z_drop=z_drop)[AORTA]["dsc"]
+    assert dsc(miss_top, "last") == 1.0  # slice 5 is not scored
+    assert dsc(miss_bottom, "last") == pytest.approx(2 * 8 / (8 + 12))
+    assert dsc(miss_bottom, "first") == 1.0  # head-first storage: slice 2 is the dropped one
+    assert dsc(miss_top, "first") == pytest.approx(2 * 8 / (8 + 12))
+    assert dsc(miss_top, None) == pytest.approx(2 * 12 / (12 + 16))  # inclusive range
+    assert dsc(miss_top, "last") == score_case(miss_top, gt, (1, 1, 1), [AORTA])[AORTA]["dsc"]
+    # liver is not range-limited: the missed slice always counts
+    as_liver = score_case(np.where(miss_top, LIVER, 0), np.where(gt, LIVER, 0), (1, 1, 1), [LIVER])
+    assert as_liver[LIVER]["dsc"] == pytest.approx(2 * 12 / (12 + 16))
+    with pytest.raises(ValueError, match="z_drop"):
+        score_case(gt, gt, (1, 1, 1), labels=[AORTA], z_drop="top")
+
+
+def test_z_range_single_slice_ground_truth_is_scored_on_that_slice():
+    gt = np.zeros((6, 6, 6), np.uint8)
+    gt[3, 2:4, 2:4] = AORTA
+    pred = np.zeros_like(gt)
+    pred[3, 2:3, 2:4] = AORTA  # half of the one annotated slice
+    pred[0:2, 2:4, 2:4] = AORTA  # outside the range: ignored
+    for z_drop in ("last", "first", None):
+        s = score_case(pred, gt, (1, 1, 1), labels=[AORTA], z_drop=z_drop)[AORTA]
+        assert s["dsc"] == pytest.approx(2 * 2 / (2 + 4))
 
 
 def test_z_range_label_without_gt_falls_back():

@@ -3,23 +3,24 @@
 Cases are matched by file name (``<case>.nii.gz`` on both sides). A prediction without ground
 truth cannot be scored and is listed; ground truth without a prediction is scored as an empty
 prediction and listed, so a crashed inference run costs points instead of vanishing from the mean.
-Cases whose files cannot be read or whose geometry differs are reported as failed with a reason.
+A prediction that cannot be used (unreadable, values outside 0-14, not on the ground-truth grid,
+two files for one case) is scored as empty too and listed as failed with the reason: a broken
+output must never score better than a missing one. Only cases whose ground truth cannot be read
+(or whose scoring crashed) are left out of the means; they are listed as failed.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
+from c2fseg.fileutil import default_workers, write_json_atomic, write_text_atomic
 from c2fseg.labels import ALL_FOREGROUND, ORGANS, TUMOR, label_name
 from c2fseg.metrics import dice, normalized_surface_distance, score_case
 
@@ -38,15 +39,6 @@ __all__ = [
 GEOMETRY_TOLERANCE = 1e-4
 
 
-def default_workers() -> int:
-    """min(4, usable CPUs): scoring is memory-bound, more processes rarely help."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
-
-
 def list_cases(folder: Path) -> tuple[dict[str, Path], list[str]]:
     """Map case id -> label file in ``folder``, plus the ids that appear with two extensions."""
     from c2fseg.io.formats import image_extension, strip_image_extension
@@ -63,20 +55,23 @@ def list_cases(folder: Path) -> tuple[dict[str, Path], list[str]]:
     return found, sorted(set(duplicates))
 
 
-def geometry_difference(a, b, tol: float = GEOMETRY_TOLERANCE) -> str | None:
-    """Why two headers (c2fseg Geometry objects) differ, or None when they match within ``tol``."""
-    if tuple(a.size) != tuple(b.size):
-        return f"size {tuple(a.size)} vs {tuple(b.size)}"
-    for field in ("spacing", "origin", "direction"):
-        va, vb = np.asarray(getattr(a, field), float), np.asarray(getattr(b, field), float)
-        limit = tol * np.maximum(1.0, np.maximum(np.abs(va), np.abs(vb)))
-        if np.any(np.abs(va - vb) > limit):
-            return f"{field} {_fmt(va)} vs {_fmt(vb)}"
-    return None
+def _read_prediction(pred_path: str | os.PathLike, gt) -> np.ndarray:
+    """A prediction's canonical array; ValueError (naming both files) if it is not on gt's grid."""
+    from c2fseg.io import geometry_difference, read_labels
+
+    pred = read_labels(pred_path)
+    why = geometry_difference(pred.geometry, gt.geometry, GEOMETRY_TOLERANCE)
+    if why:
+        raise ValueError(
+            f"{pred_path}: geometry differs from the ground truth {gt.path} ({why}); "
+            "predictions must be written on the ground-truth image grid"
+        )
+    return pred.array
 
 
-def _fmt(values: np.ndarray) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+def _z_drop(gt) -> str:
+    """Which end of the aorta/IVC/esophagus range the official scorer leaves out for this file."""
+    return "first" if gt.geometry.flip[0] else "last"
 
 
 def score_files(
@@ -91,48 +86,34 @@ def score_files(
     from c2fseg.io import read_labels
 
     gt = read_labels(gt_path)
-    if pred_path is None:
+    pred_array = np.zeros_like(gt.array) if pred_path is None else _read_prediction(pred_path, gt)
+    return score_case(pred_array, gt.array, gt.spacing, labels, z_drop=_z_drop(gt))
+
+
+_READ_ERRORS = (ValueError, OSError, RuntimeError)
+
+
+def _score_task(pred_path, gt_path, labels) -> tuple[dict | None, str | None]:
+    """Worker entry point; never raises for a bad case: returns (scores, failure reason).
+
+    A prediction that cannot be used is scored as empty and the reason is returned with the
+    scores; scores are None only when the ground truth itself cannot be read.
+    """
+    from c2fseg.io import read_labels
+
+    try:
+        gt = read_labels(gt_path)
+    except _READ_ERRORS as exc:
+        return None, f"ground truth not scored: {type(exc).__name__}: {exc}"
+    pred_array, why = None, None
+    if pred_path is not None:
+        try:
+            pred_array = _read_prediction(pred_path, gt)
+        except _READ_ERRORS as exc:
+            why = f"{type(exc).__name__}: {exc} (scored as an empty prediction)"
+    if pred_array is None:
         pred_array = np.zeros_like(gt.array)
-    else:
-        pred = read_labels(pred_path)
-        why = geometry_difference(pred.geometry, gt.geometry)
-        if why:
-            raise ValueError(
-                f"{pred_path}: geometry differs from the ground truth {gt_path} ({why}); "
-                "predictions must be written on the ground-truth image grid"
-            )
-        pred_array = pred.array
-    return score_case(pred_array, gt.array, gt.spacing, labels)
-
-
-def _score_task(case: str, pred_path, gt_path, labels) -> tuple[str, dict | None, str | None]:
-    """Worker entry point: never raises for a bad case, returns (case, scores, failure reason)."""
-    try:
-        return case, score_files(pred_path, gt_path, labels), None
-    except (ValueError, OSError, RuntimeError) as exc:
-        return case, None, f"{type(exc).__name__}: {exc}"
-
-
-def _run_tasks(tasks: list[tuple], workers: int) -> list[tuple[str, dict | None, str | None]]:
-    """Run the scoring tasks in a process pool (inline for one worker) with a progress bar."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(tasks), desc="evaluate", unit="case", disable=None)
-    results = []
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                results.append(_score_task(*task))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-                futures = [pool.submit(_score_task, *task) for task in tasks]
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    bar.update()
-    finally:
-        bar.close()
-    return sorted(results, key=lambda r: r[0])
+    return score_case(pred_array, gt.array, gt.spacing, labels, z_drop=_z_drop(gt)), why
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -178,12 +159,22 @@ def evaluate_folders(
     """Score every case of ``gt_dir`` against ``pred_dir``; write JSON (and CSV); return the report.
 
     The report holds per-case per-label DSC/NSD, per-label means, the organ/tumor means, the cases
-    missing on either side and the failed cases with reasons.
+    missing on either side and the failed cases with reasons (``scored_as_empty`` tells whether
+    the case still counts in the means, with an empty prediction). Raises FileNotFoundError for a
+    missing folder and :class:`c2fseg.io.FolderError` when an output would go inside an input
+    folder.
     """
+    from c2fseg.io.errors import FolderError
+    from c2fseg.parallel import run_cases
+
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for name, folder in (("prediction", pred_dir), ("ground-truth", gt_dir)):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: {name} folder does not exist")
+    for out in (out_json, out_csv):
+        for folder in (pred_dir, gt_dir):
+            if out is not None and Path(out).resolve().is_relative_to(folder.resolve()):
+                raise FolderError(f"{out} is inside the input folder {folder}; write it elsewhere")
     labels = sorted(set(ALL_FOREGROUND if labels is None else (int(x) for x in labels)))
     for lab in labels:
         label_name(lab)  # raises ValueError for ids outside 0-14
@@ -193,18 +184,27 @@ def evaluate_folders(
     gts, gt_dups = list_cases(gt_dir)
     if not gts:
         raise FileNotFoundError(f"{gt_dir}: no label files (.nii.gz, .nii, .nrrd, .mha, ...) found")
-    failed = [
-        {"case": c, "reason": f"two files with this case id in {d} (different extensions)"}
-        for d, dups in ((pred_dir, pred_dups), (gt_dir, gt_dups))
-        for c in dups
-    ]
-    skip = {f["case"] for f in failed}
+    failed = [{"case": c, "reason": f"two files with this case id in {d} (different "
+               "extensions); not scored", "scored_as_empty": False}
+              for d, dups in ((gt_dir, gt_dups), (pred_dir, pred_dups))
+              for c in dups if d == gt_dir or c not in gts]
+    bad_pred = {c: f"two files with this case id in {pred_dir} (different extensions); scored as "
+                "an empty prediction" for c in pred_dups if c in gts and c not in gt_dups}
+    skip = set(gt_dups) | set(pred_dups)
     missing_pred = sorted(set(gts) - set(preds) - skip)
     missing_gt = sorted(set(preds) - set(gts) - skip)
-    tasks = [(c, preds.get(c), gts[c], labels) for c in sorted(gts) if c not in skip]
-    results = _run_tasks(tasks, workers or default_workers())
-    cases = {case: scores for case, scores, _ in results if scores is not None}
-    failed += [{"case": case, "reason": why} for case, _, why in results if why is not None]
+    tasks = [(c, (None if c in bad_pred else preds.get(c), gts[c], labels))
+             for c in sorted(gts) if c not in gt_dups]
+    cases: dict[str, dict[int, dict[str, float]]] = {}
+    for case, outcome, error in run_cases(_score_task, tasks, workers or default_workers(),
+                                          desc="evaluate"):
+        scores, why = outcome if outcome is not None else (None, error)
+        if scores is not None and case in bad_pred:
+            why = bad_pred[case]
+        if scores is not None:
+            cases[case] = scores
+        if why is not None:
+            failed.append({"case": case, "reason": why, "scored_as_empty": scores is not None})
     report = {
         "tool": "c2fseg evaluate",
         "pred_dir": str(pred_dir.resolve()),
@@ -219,21 +219,25 @@ def evaluate_folders(
             case: {label_name(lab): s for lab, s in scores.items()} for case, scores in cases.items()
         },
     }
-    _write_text_atomic(Path(out_json), json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out_json, report)
     if out_csv is not None:
-        _write_text_atomic(Path(out_csv), cases_csv(cases, set(missing_pred)))
+        failed_preds = {f["case"] for f in failed if f["scored_as_empty"]}
+        write_text_atomic(out_csv, cases_csv(cases, set(missing_pred), failed_preds))
     return report
 
 
-def cases_csv(cases: dict[str, dict[int, dict[str, float]]], missing_pred: set[str]) -> str:
-    """One row per case and label: case, label_id, label, dsc, nsd, missing_prediction."""
+def cases_csv(cases: dict[str, dict[int, dict[str, float]]], missing_pred: set[str],
+              failed_pred: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+    """One row per case and label: case, label_id, label, dsc, nsd, missing_prediction,
+    failed_prediction (1 = the prediction could not be used and was scored as empty)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["case", "label_id", "label", "dsc", "nsd", "missing_prediction"])
+    writer.writerow(["case", "label_id", "label", "dsc", "nsd", "missing_prediction",
+                     "failed_prediction"])
     for case in sorted(cases):
         for lab, s in sorted(cases[case].items()):
             row = [case, lab, label_name(lab), f"{s['dsc']:.6f}", f"{s['nsd']:.6f}"]
-            writer.writerow(row + [int(case in missing_pred)])
+            writer.writerow(row + [int(case in missing_pred), int(case in failed_pred)])
     return buf.getvalue()
 
 
@@ -254,7 +258,7 @@ def format_summary(report: dict) -> str:
     lines.append(
         f"scored {report['n_scored']} case(s); missing predictions: {len(miss['predictions'])} "
         f"(scored as empty); missing ground truth: {len(miss['ground_truth'])} (not scored); "
-        f"failed: {len(report['failed'])}"
+        f"failed: {len(report['failed'])} (unusable predictions scored as empty)"
     )
     for name in miss["predictions"]:
         lines.append(f"  missing prediction: {name}")
@@ -263,16 +267,3 @@ def format_summary(report: dict) -> str:
     for f in report["failed"]:
         lines.append(f"  failed: {f['case']}: {f['reason']}")
     return "\n".join(lines)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,6 +13,15 @@ Definitions (our own implementation of the surface-element approach used by FLAR
 * **NSD** (normalised surface distance / surface Dice at tolerance τ) = (area of P's surfels within
   τ of G's surface + area of G's surfels within τ of P's surface) / (area of P + area of G).
 
+* **Axial range of aorta, IVC and esophagus** (labels 5, 6, 10): only slices inside the ground
+  truth's axial extent are scored. The official FLARE23 scorer (``FLARE23_DSC_NSD_Eval.py`` in
+  github.com/JunMa11/FLARE) cuts ``[z_min:z_max]`` along the stored slice index, where ``z_max`` is
+  the *last* annotated slice: the range is half-open, so that last slice is not scored. We do the
+  same (``z_drop="last"``, the default; ``"first"`` when the file stores slices from head to feet,
+  so canonical axis 0 runs opposite to the stored index; ``None`` scores the inclusive range).
+  When the ground truth spans a single slice, the official range is empty (the official score is
+  undefined); we then score that one slice.
+
 Work is done on the padded bounding box of P ∪ G, which gives the same result as the whole volume
 (every surfel of either mask lies inside it) at a fraction of the cost.
 """
@@ -142,9 +151,18 @@ def normalized_surface_distance(
     return float(within / total)
 
 
-def _z_range(gt_box: tuple[slice, ...]) -> slice:
-    """Axial slices (canonical axis 0) spanned by the ground truth."""
-    return gt_box[0]
+Z_DROP_CHOICES = ("last", "first", None)
+
+
+def _z_range(gt_box: tuple[slice, ...], z_drop: str | None) -> slice:
+    """Axial slices (canonical axis 0) of the ground truth that are scored.
+
+    ``z_drop`` names the end slice the official half-open range leaves out (see module docstring).
+    """
+    z = gt_box[0]
+    if z_drop is None or z.stop - z.start <= 1:
+        return z
+    return slice(z.start, z.stop - 1) if z_drop == "last" else slice(z.start + 1, z.stop)
 
 
 def score_label(
@@ -153,6 +171,7 @@ def score_label(
     label: int,
     spacing_zyx: Spacing,
     boxes: tuple[list, list] | None = None,
+    z_drop: str | None = "last",
 ) -> dict[str, float]:
     """DSC and NSD of one label under the FLARE23 rules (empty cases, z-range, DSC floor)."""
     pred_boxes, gt_boxes = boxes if boxes is not None else _label_boxes(pred, gt)
@@ -162,7 +181,7 @@ def score_label(
         return {"dsc": 1.0, "nsd": 1.0}
     if gbox is None or pbox is None:
         return {"dsc": 0.0, "nsd": 0.0}
-    zs = _z_range(gbox) if label in Z_RANGE_LABELS else slice(None)
+    zs = _z_range(gbox, z_drop) if label in Z_RANGE_LABELS else slice(None)
     crop = tuple(
         slice(min(p.start, g.start), max(p.stop, g.stop)) for p, g in zip(pbox, gbox, strict=True)
     )
@@ -188,12 +207,17 @@ def score_case(
     gt: np.ndarray,
     spacing_zyx: Spacing,
     labels: Iterable[int] | None = None,
+    z_drop: str | None = "last",
 ) -> dict[int, dict[str, float]]:
     """Score every label of one case: ``{label: {"dsc": ..., "nsd": ...}}``.
 
     ``pred`` and ``gt`` are canonical integer label maps of the same shape (axis 0 is axial),
     ``spacing_zyx`` their voxel size in mm. ``labels`` defaults to all 14 FLARE23 labels.
+    ``z_drop``: which end slice of the aorta/IVC/esophagus range is left out, as the official
+    scorer does ("last", "first" or None; see the module docstring).
     """
+    if z_drop not in Z_DROP_CHOICES:
+        raise ValueError(f"z_drop must be one of {Z_DROP_CHOICES}, got {z_drop!r}")
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
     if len(spacing_zyx) != gt.ndim:
@@ -205,7 +229,7 @@ def score_case(
     if unknown:
         raise ValueError(f"labels {unknown} have no NSD tolerance; valid labels are 1-14")
     boxes = _label_boxes(pred, gt)
-    return {lab: score_label(pred, gt, lab, spacing_zyx, boxes) for lab in wanted}
+    return {lab: score_label(pred, gt, lab, spacing_zyx, boxes, z_drop) for lab in wanted}
 
 
 def _as_label_map(arr: np.ndarray) -> np.ndarray:

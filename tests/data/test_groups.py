@@ -56,7 +56,7 @@ def dataset(tmp_path: Path) -> Path:
     add_case(root, "g5", [1, 3, 11])
     add_case(root, "g6", ORGANS)
     add_case(root, "g6b", ORGANS)
-    add_case(root, "empty", [])  # label file with background only: G5 (nothing annotated)
+    add_case(root, "empty", [])  # label file with background only: G1 (nothing annotated)
     add_case(root, "values", [1, 15])
     add_case(root, "spacing", [1, 2], spacing=(0.8, 0.8, 2.5))
     add_case(root, "origin", [1, 2], origin=(0.0, 0.0, 5.0))
@@ -76,7 +76,8 @@ def dataset(tmp_path: Path) -> Path:
         ([0, *ORGANS, TUMOR], ["G2", "G4"]),
         ([0, *ORGANS], ["G2", "G3", "G6"]),
         ([0, *ORGANS[:-1]], ["G2", "G3", "G5"]),
-        ([0], ["G2", "G3", "G5"]),
+        ([0], ["G1"]),  # background only: nothing annotated
+        ([], ["G1"]),  # label file without voxels
     ],
 )
 def test_groups_for(present, expected):
@@ -114,12 +115,18 @@ def test_build_splits_groups_and_problems(dataset):
     splits = build_splits(dataset, folds=2, seed=0, workers=1)
     cases = splits["cases"]
     assert {c: cases[c]["group"] for c in cases} == {
-        "g1": "G1", "g4": "G4", "g5": "G5", "g6": "G6", "g6b": "G6", "empty": "G5",
+        "g1": "G1", "g4": "G4", "g5": "G5", "g6": "G6", "g6b": "G6", "empty": "G1",
     }
+    assert cases["empty"]["groups"] == ["G1"] and cases["empty"]["label"] is None
+    assert cases["empty"]["labels_present"] == [0] and cases["empty"]["annotated"] == []
+    assert "only background" in cases["empty"]["unlabelled_reason"]
+    assert "empty.nii.gz" in cases["empty"]["unlabelled_reason"]
+    assert cases["g1"]["unlabelled_reason"] is None and cases["g5"]["unlabelled_reason"] is None
+    assert any("only background" in w and "empty" in w for w in splits["warnings"])
     assert cases["g5"]["annotated"] == [1, 3, 11]
     assert cases["g6"]["annotated"] == list(ORGANS)
     assert cases["g4"]["label"] == "labelsTr/g4.nii.gz" and cases["g1"]["label"] is None
-    assert splits["counts"] == {"G1": 1, "G2": 5, "G3": 4, "G4": 1, "G5": 2, "G6": 2,
+    assert splits["counts"] == {"G1": 2, "G2": 4, "G3": 3, "G4": 1, "G5": 1, "G6": 2,
                                 "cases": 6, "problems": 5}
     problems = {p["case"]: p["kind"] for p in splits["problems"]}
     assert problems == {
@@ -152,6 +159,46 @@ def test_bad_image_name_and_unreadable_image(tmp_path):
 
 def test_parallel_scan_matches_serial(dataset):
     assert build_splits(dataset, folds=2, workers=2) == build_splits(dataset, folds=2, workers=1)
+
+
+class _BreakingPool:
+    """Stands in for ProcessPoolExecutor: runs tasks inline, but a task whose arguments mention
+    ``g5`` kills the "pool": it and every later task fail with BrokenProcessPool."""
+
+    def __init__(self, max_workers=None):
+        self.broken = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        future = Future()
+        if self.broken or any("g5" in str(a) for a in args):
+            self.broken = True
+            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        else:
+            future.set_result(fn(*args))
+        return future
+
+
+def test_dead_worker_fails_only_its_case(dataset, monkeypatch):
+    import c2fseg.parallel
+    from c2fseg.data.groups import SCAN_FAILED
+
+    serial = build_splits(dataset, folds=2, workers=1)
+    monkeypatch.setattr(c2fseg.parallel, "ProcessPoolExecutor", _BreakingPool)
+    splits = build_splits(dataset, folds=2, workers=2)
+    # cases after g5 were cut off and re-run alone: same records as a serial scan
+    assert splits["cases"] == {c: r for c, r in serial["cases"].items() if c != "g5"}
+    failed = [p for p in splits["problems"] if p["kind"] == SCAN_FAILED]
+    assert [p["case"] for p in failed] == ["g5"]
+    assert "g5.nii.gz" in failed[0]["reason"] and "worker process died" in failed[0]["reason"]
 
 
 def names(n: int) -> list[str]:

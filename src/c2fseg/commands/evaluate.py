@@ -30,8 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "only on the axial slices the ground truth spans, NSD = 0 when DSC < 0.2, spacing "
             "from the header. Files are matched by name (<case>.nii.gz). A missing prediction "
             "is scored as empty and listed; a prediction without ground truth is listed and not "
-            "scored; a case whose files cannot be read or whose geometry differs is reported as "
-            "failed. Exit code 3 when any case is missing or failed."
+            "scored. A prediction that cannot be used (unreadable, values outside 0-14, not on "
+            "the ground-truth grid, two files for one case) is scored as empty and reported as "
+            "failed; a case whose ground truth cannot be read is reported as failed and not "
+            "scored. For aorta/IVC/esophagus the last annotated slice is left out, as in the "
+            "official scorer. Exit code 3 when any case is missing or failed."
         ),
     )
     p.add_argument("--pred", required=True, type=existing_dir, metavar="PRED_DIR",
@@ -49,22 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
-
-
 def run(args: argparse.Namespace) -> int:
     from c2fseg.cli import EXIT_OK, EXIT_SOME_FAILED, UsageError
     from c2fseg.evaluate import evaluate_folders, format_summary
+    from c2fseg.io.errors import FolderError
 
-    for out in (args.out, args.csv):
-        for folder in (args.pred, args.gt):
-            if out is not None and _inside(out, folder):
-                raise UsageError(f"{out} is inside the input folder {folder}; write it elsewhere")
     try:
         report = evaluate_folders(args.pred, args.gt, args.out, out_csv=args.csv,
                                   workers=args.workers, labels=args.labels)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, FolderError) as exc:
         raise UsageError(str(exc)) from None
     print(format_summary(report))
     print(f"Metrics: {args.out}" + (f", {args.csv}" if args.csv else ""))

@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="sort training cases into groups G1-G6 and make per-stage k-fold splits",
         description=(
             "Scan DATA_DIR/imagesTr/<case>_0000.<ext> and DATA_DIR/labelsTr/<case>.<ext>, sort "
-            "the cases into the FLARE23 groups by what their label files contain (G1 no label; "
+            "the cases into the FLARE23 groups by what their label files contain (G1 no label, or "
+            "one holding only background; "
             "G2 labelled; G4 with tumor; G3 without; G6 = G3 with all 13 organs; G5 = G3 with "
             "some), record which organs each case annotates, and write per stage the training "
             "cases (coarse = G6, tumor = G4, organ = all) with seeded k-fold train/val splits. "

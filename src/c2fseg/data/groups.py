@@ -1,8 +1,10 @@
 """Sort training cases into the FLARE23 data groups G1-G6 and make seeded k-fold splits per stage.
 
 Groups follow only from what each label file contains (see ``shared/reference/flare23.md``):
-G1 no label file; G2 has one; G4 = G2 with tumor (label 14); G3 = G2 without tumor; G6 = G3 with
-all 13 organs; G5 = G3 with only some. An organ missing from a partial label file means "not
+G1 no label file, or one that holds only background (0) - nothing is annotated, so it is
+treated as unlabelled (``robustness.md``) and the case records why in ``unlabelled_reason``;
+G2 has a label file with at least one foreground label; G4 = G2 with tumor (label 14); G3 = G2
+without tumor; G6 = G3 with all 13 organs; G5 = G3 with only some. An organ missing from a partial label file means "not
 annotated", so each case records which organ labels are present ("annotated").
 
 Stage training sets: coarse = G6, tumor = G4, organ = every usable case (G1 + G2; its targets are
@@ -14,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from c2fseg.fileutil import default_workers, write_json_atomic
 from c2fseg.labels import MAX_LABEL, ORGANS, STAGES, TUMOR
 
 SPLITS_FORMAT = "c2fseg-splits"
@@ -28,6 +29,8 @@ SPLITS_VERSION = 1
 GROUPS: tuple[str, ...] = ("G1", "G2", "G3", "G4", "G5", "G6")
 #: Largest header difference tolerated between an image and its label (relative above 1).
 GEOMETRY_TOLERANCE = 1e-4
+#: ``CaseInfo.problem`` of a case whose scan crashed its worker process.
+SCAN_FAILED = "scan_failed"
 IMAGE_CHANNEL_SUFFIX = "_0000"
 
 
@@ -43,6 +46,7 @@ class CaseInfo:
     annotated: list[int] = field(default_factory=list)  # organ ids present in the label file
     problem: str | None = None  # problem kind, e.g. "label_values"
     reason: str | None = None
+    unlabelled_reason: str | None = None  # why a case with a label file is G1
 
     @property
     def group(self) -> str | None:
@@ -51,8 +55,11 @@ class CaseInfo:
 
 
 def groups_for(labels_present: list[int] | None) -> list[str]:
-    """Groups of a case from the labels in its label file (None = no label file)."""
-    if labels_present is None:
+    """Groups of a case from the labels in its label file (None = no label file).
+
+    A label file with no foreground label (only 0, or no voxels) annotates nothing: G1.
+    """
+    if labels_present is None or not any(v != 0 for v in labels_present):
         return ["G1"]
     if TUMOR in labels_present:
         return ["G2", "G4"]
@@ -68,20 +75,6 @@ def _read_header(path: Path):
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     return reader
-
-
-def _header_difference(a, b, tol: float = GEOMETRY_TOLERANCE) -> str | None:
-    """Why two SimpleITK headers (image or reader) differ in size/spacing/origin/direction."""
-    if tuple(a.GetSize()) != tuple(b.GetSize()):
-        return f"size {tuple(a.GetSize())} vs {tuple(b.GetSize())}"
-    for name in ("Spacing", "Origin", "Direction"):
-        va = np.asarray(getattr(a, f"Get{name}")(), float)
-        vb = np.asarray(getattr(b, f"Get{name}")(), float)
-        if va.shape != vb.shape or np.any(
-            np.abs(va - vb) > tol * np.maximum(1.0, np.maximum(np.abs(va), np.abs(vb)))
-        ):
-            return f"{name.lower()} {tuple(np.round(va, 6))} vs {tuple(np.round(vb, 6))}"
-    return None
 
 
 def label_values(array: np.ndarray, path: Path, chunk: int = 1 << 22) -> list[int]:
@@ -114,6 +107,8 @@ def scan_case(image_path: str | os.PathLike | None, label_path: str | os.PathLik
     """
     import SimpleITK as sitk
 
+    from c2fseg.io import geometry_difference
+
     image_path = Path(image_path) if image_path is not None else None
     label_path = Path(label_path) if label_path is not None else None
     case = _case_id(image_path, label_path)
@@ -134,7 +129,7 @@ def scan_case(image_path: str | os.PathLike | None, label_path: str | os.PathLik
         return _fail(info, "unreadable_label", f"{label_path}: cannot be read ({_first_line(exc)})")
     if label.GetNumberOfComponentsPerPixel() != 1 or label.GetDimension() != 3:
         return _fail(info, "unreadable_label", f"{label_path}: expected a 3D single-channel label map")
-    why = _header_difference(image_header, label)
+    why = geometry_difference(image_header, label, GEOMETRY_TOLERANCE)
     if why:
         return _fail(info, "geometry_mismatch",
                      f"{label_path}: header differs from image {image_path.name}: {why}")
@@ -145,6 +140,10 @@ def scan_case(image_path: str | os.PathLike | None, label_path: str | os.PathLik
     info.labels_present = present
     info.annotated = [v for v in present if v in ORGANS]
     info.groups = groups_for(present)
+    if info.groups == ["G1"]:
+        info.unlabelled_reason = (f"{label_path}: label file holds only background (0), nothing "
+                                  "is annotated; treated as unlabelled (G1)")
+        info.label = None
     return info
 
 
@@ -210,22 +209,21 @@ def _problem(case: str, kind: str, reason: str) -> dict:
 
 
 def scan_cases(pairs: dict[str, tuple[Path | None, Path | None]], workers: int) -> list[CaseInfo]:
-    """Scan every case in a process pool (inline for one worker) with a progress bar."""
-    from tqdm import tqdm
+    """Scan every case in a process pool (inline for one worker) with a progress bar.
 
-    items = list(pairs.items())
+    A case whose worker process dies (even when re-run alone) becomes a problem case
+    (``SCAN_FAILED``) instead of stopping the scan; the other cases keep their results.
+    """
+    from c2fseg.parallel import run_cases
+
+    tasks = [(case, (img, lab)) for case, (img, lab) in pairs.items()]
     results: list[CaseInfo] = []
-    with tqdm(total=len(items), desc="scan labels", unit="case", disable=None) as bar:
-        if workers <= 1 or len(items) <= 1:
-            for _, (img, lab) in items:
-                results.append(scan_case(img, lab))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
-                futures = [pool.submit(scan_case, img, lab) for _, (img, lab) in items]
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    bar.update()
+    for case, info, error in run_cases(scan_case, tasks, workers, desc="scan labels"):
+        if info is None:
+            img, lab = pairs[case]
+            info = _fail(CaseInfo(case, str(img) if img else None, str(lab) if lab else None),
+                         SCAN_FAILED, f"{lab or img}: scanning failed: {error}")
+        results.append(info)
     return sorted(results, key=lambda info: info.case)
 
 
@@ -244,15 +242,6 @@ def kfold(cases: list[str], strata: dict[str, str], folds: int, seed: int, stage
     return [{"train": sorted(set(cases) - set(v)), "val": v} for v in val]
 
 
-def default_workers() -> int:
-    """min(4, usable CPUs)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
-
-
 def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
                  workers: int | None = None) -> dict:
     """Scan a FLARE/nnU-Net raw dataset and return the splits document.
@@ -261,7 +250,8 @@ def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
     (plus ``cases`` usable and ``problems``); ``stages[stage] = {"cases": [...], "folds": [{"train":
     [...], "val": [...]}, ...]}`` (nnU-Net ``splits_final.json`` form); ``cases[case] = {"group",
     "groups", "image", "label" (relative to data_dir; label None for G1), "labels_present",
-    "annotated"}``; ``problems`` = [{"case", "kind", "reason"}]; ``warnings``.
+    "annotated", "unlabelled_reason" (set for a G1 case whose label file holds only
+    background)}``; ``problems`` = [{"case", "kind", "reason"}]; ``warnings``.
     """
     if folds < 2:
         raise ValueError(f"folds must be >= 2 (got {folds})")
@@ -280,6 +270,11 @@ def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
         f"stage {stage} has {len(cases)} case(s), fewer than {folds} folds: some folds have no "
         "validation cases" for stage, cases in members.items() if len(cases) < folds
     ]
+    background_only = [i.case for i in good if i.unlabelled_reason]
+    if background_only:
+        shown = ", ".join(background_only[:10]) + (", ..." if len(background_only) > 10 else "")
+        warnings.append(f"{len(background_only)} label file(s) hold only background and were "
+                        f"treated as unlabelled (G1): {shown}")
     return {
         "format": SPLITS_FORMAT,
         "version": SPLITS_VERSION,
@@ -311,18 +306,7 @@ def _case_record(info: CaseInfo, data_dir: Path) -> dict:
 def write_splits(splits: dict, path: str | os.PathLike) -> Path:
     """Validate and write the splits document as JSON, atomically (temp file + rename)."""
     validate_splits(splits, str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(splits, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, splits, indent=1)
 
 
 def load_splits(path: str | os.PathLike) -> dict:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from c2fseg.data.phantom_case import SIZES, generate_case
+from c2fseg.fileutil import write_json_atomic
 from c2fseg.labels import LABELS, ORGANS, TUMOR
 
 #: FLARE23 training-pool proportions of the label groups (flare23.md).
@@ -123,19 +123,6 @@ def dataset_json(num_training: int, num_test: int) -> dict:
         "numTest": int(num_test),
         "file_ending": ".nii.gz",
     }
-
-
-def _write_json(data: dict, path: Path) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _paths(out: Path, plan: dict) -> tuple[Path, Path | None]:
@@ -249,7 +236,7 @@ def generate_dataset(out_dir: str | os.PathLike, cases: int, seed: int, size: st
         (out / sub).mkdir(parents=True, exist_ok=True)
     if overwrite:
         _remove_stale(out, plans)
-    _write_json(dataset_json(cases, test_cases), out / "dataset.json")
+    write_json_atomic(out / "dataset.json", dataset_json(cases, test_cases), indent=1)
     records: dict[str, dict] = {}
     manifest = {"generator": "c2fseg.data.phantom", "settings": settings, "cases": records}
     from tqdm import tqdm
@@ -262,8 +249,8 @@ def generate_dataset(out_dir: str | os.PathLike, cases: int, seed: int, size: st
             skipped += 1
             continue
         records[plan["case"]] = write_case(out, plan, seed, size)
-        _write_json(manifest, out / "phantoms.json")  # after each case: resumable
-    _write_json(manifest, out / "phantoms.json")
+        write_json_atomic(out / "phantoms.json", manifest, indent=1)  # after each case: resumable
+    write_json_atomic(out / "phantoms.json", manifest, indent=1)
     groups = {g: sum(1 for p in plans if p["group"] == g) for g in (*GROUPS, "test")}
     return {"out_dir": str(out), "cases": cases, "test_cases": test_cases, "size": size,
             "seed": int(seed), "groups": groups, "generated": len(plans) - skipped,

@@ -26,7 +26,9 @@ __all__ = [
     "Geometry",
     "ImageReadError",
     "Volume",
+    "GEOMETRY_TOLERANCE",
     "canonical_to_sitk",
+    "geometry_difference",
     "header_matches",
     "make_geometry",
     "read_geometry",
@@ -215,20 +217,49 @@ def canonical_to_sitk(canonical: np.ndarray, geom: Geometry) -> sitk.Image:
     return image
 
 
-def header_matches(image: sitk.Image, geom: Geometry, tol_mm: float = 1e-4) -> bool:
-    """Whether ``image`` has ``geom``'s size, spacing, origin and direction.
+#: Default largest header difference treated as equal: spacing/origin in mm (relative above
+#: 1 mm, so float32 NIfTI headers of large origins still match), direction cosines absolute.
+GEOMETRY_TOLERANCE = 1e-4
 
-    The tolerances allow for NIfTI storing the header in float32 (relative 1e-6 on top of
-    ``tol_mm``); anything a real orientation error would produce is far larger.
+
+def _header_fields(header) -> dict[str, tuple]:
+    """Size, spacing, origin and direction of a Geometry, SimpleITK image or header reader."""
+    if isinstance(header, Geometry):
+        return {"size": header.size, "spacing": header.spacing, "origin": header.origin,
+                "direction": header.direction}
+    return {"size": tuple(header.GetSize()), "spacing": header.GetSpacing(),
+            "origin": header.GetOrigin(), "direction": header.GetDirection()}
+
+
+def geometry_difference(a, b, tol: float = GEOMETRY_TOLERANCE) -> str | None:
+    """How two headers differ (e.g. ``"origin (0, 0, 0) vs (0, 0, 1)"``), or None if they match.
+
+    ``a`` and ``b`` may each be a :class:`Geometry`, a ``SimpleITK.Image`` or a
+    ``SimpleITK.ImageFileReader`` after ``ReadImageInformation``. Sizes must be equal; spacing,
+    origin and direction may differ by ``tol`` times max(1, |value|): enough for headers stored
+    in float32, far below what a real grid or orientation error produces.
     """
-    if image.GetDimension() != 3 or tuple(image.GetSize()) != tuple(geom.size):
-        return False
-    close = lambda a, b, atol: np.allclose(a, b, rtol=1e-6, atol=atol)  # noqa: E731
-    return (
-        close(image.GetSpacing(), geom.spacing, tol_mm)
-        and close(image.GetOrigin(), geom.origin, tol_mm)
-        and close(image.GetDirection(), geom.direction, 1e-5)
-    )
+    fa, fb = _header_fields(a), _header_fields(b)
+    if tuple(fa["size"]) != tuple(fb["size"]):
+        return f"size {tuple(fa['size'])} vs {tuple(fb['size'])}"
+    for field_name in ("spacing", "origin", "direction"):
+        va = np.asarray(fa[field_name], dtype=float)
+        vb = np.asarray(fb[field_name], dtype=float)
+        if va.shape != vb.shape or np.any(
+            np.abs(va - vb) > tol * np.maximum(1.0, np.maximum(np.abs(va), np.abs(vb)))
+        ):
+            return f"{field_name} {_fmt(va)} vs {_fmt(vb)}"
+    return None
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def header_matches(image: sitk.Image, geom: Geometry, tol_mm: float = GEOMETRY_TOLERANCE) -> bool:
+    """Whether 3D ``image`` has ``geom``'s size, spacing, origin and direction (within
+    ``tol_mm``, see :func:`geometry_difference`)."""
+    return image.GetDimension() == 3 and geometry_difference(image, geom, tol_mm) is None
 
 
 def _check_output_path(path: Path) -> str:
