@@ -262,3 +262,20 @@ def test_score_case_rejects_bad_input():
         score_case(a, np.zeros((3, 3, 4), np.uint8), (1, 1, 1))
     with pytest.raises(ValueError, match="tolerance"):
         score_case(a, a, (1, 1, 1), labels=[15])
+
+
+def test_nsd_floor_is_configurable_between_our_rule_and_the_public_script():
+    """DSC 0.15: NSD is zeroed under our 0.2 floor, computed under the script's 0.1 floor."""
+    import numpy as np
+
+    from c2fseg.metrics import score_case
+
+    gt = np.zeros((10, 40, 40), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[2:8, 5:25, 5:25] = 1
+    pred[2:8, 5:25, 22:40] = 1  # overlaps gt in 3 of 20 columns -> DSC = 2*3/(20+18) ~ 0.158
+    ours = score_case(pred, gt, (1.0, 1.0, 1.0), labels=[1])[1]
+    script = score_case(pred, gt, (1.0, 1.0, 1.0), labels=[1], nsd_min_dsc=0.1)[1]
+    assert 0.1 < ours["dsc"] < 0.2
+    assert ours["nsd"] == 0.0
+    assert script["nsd"] > 0.0

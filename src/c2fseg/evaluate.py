@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from c2fseg.fileutil import default_workers, write_json_atomic, write_text_atomic
-from c2fseg.labels import ALL_FOREGROUND, ORGANS, TUMOR, label_name
+from c2fseg.labels import ALL_FOREGROUND, NSD_MIN_DSC, ORGANS, TUMOR, label_name
 from c2fseg.metrics import dice, normalized_surface_distance, score_case
 
 __all__ = [
@@ -78,6 +78,7 @@ def score_files(
     pred_path: str | os.PathLike | None,
     gt_path: str | os.PathLike,
     labels: Sequence[int] | None = None,
+    nsd_min_dsc: float = NSD_MIN_DSC,
 ) -> dict[int, dict[str, float]]:
     """Read one prediction/ground-truth pair and score it; ``pred_path=None`` = empty prediction.
 
@@ -87,13 +88,14 @@ def score_files(
 
     gt = read_labels(gt_path)
     pred_array = np.zeros_like(gt.array) if pred_path is None else _read_prediction(pred_path, gt)
-    return score_case(pred_array, gt.array, gt.spacing, labels, z_drop=_z_drop(gt))
+    return score_case(pred_array, gt.array, gt.spacing, labels, z_drop=_z_drop(gt),
+                      nsd_min_dsc=nsd_min_dsc)
 
 
 _READ_ERRORS = (ValueError, OSError, RuntimeError)
 
 
-def _score_task(pred_path, gt_path, labels) -> tuple[dict | None, str | None]:
+def _score_task(pred_path, gt_path, labels, nsd_min_dsc=NSD_MIN_DSC) -> tuple[dict | None, str | None]:
     """Worker entry point; never raises for a bad case: returns (scores, failure reason).
 
     A prediction that cannot be used is scored as empty and the reason is returned with the
@@ -113,7 +115,9 @@ def _score_task(pred_path, gt_path, labels) -> tuple[dict | None, str | None]:
             why = f"{type(exc).__name__}: {exc} (scored as an empty prediction)"
     if pred_array is None:
         pred_array = np.zeros_like(gt.array)
-    return score_case(pred_array, gt.array, gt.spacing, labels, z_drop=_z_drop(gt)), why
+    scores = score_case(pred_array, gt.array, gt.spacing, labels, z_drop=_z_drop(gt),
+                        nsd_min_dsc=nsd_min_dsc)
+    return scores, why
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -155,6 +159,7 @@ def evaluate_folders(
     out_csv: str | os.PathLike | None = None,
     workers: int | None = None,
     labels: Sequence[int] | None = None,
+    nsd_min_dsc: float = NSD_MIN_DSC,
 ) -> dict:
     """Score every case of ``gt_dir`` against ``pred_dir``; write JSON (and CSV); return the report.
 
@@ -193,7 +198,7 @@ def evaluate_folders(
     skip = set(gt_dups) | set(pred_dups)
     missing_pred = sorted(set(gts) - set(preds) - skip)
     missing_gt = sorted(set(preds) - set(gts) - skip)
-    tasks = [(c, (None if c in bad_pred else preds.get(c), gts[c], labels))
+    tasks = [(c, (None if c in bad_pred else preds.get(c), gts[c], labels, nsd_min_dsc))
              for c in sorted(gts) if c not in gt_dups]
     cases: dict[str, dict[int, dict[str, float]]] = {}
     for case, outcome, error in run_cases(_score_task, tasks, workers or default_workers(),
@@ -210,6 +215,7 @@ def evaluate_folders(
         "pred_dir": str(pred_dir.resolve()),
         "gt_dir": str(gt_dir.resolve()),
         "labels": {str(lab): label_name(lab) for lab in labels},
+        "rules": {"nsd_min_dsc": nsd_min_dsc, "z_range_labels": "last ground-truth slice excluded"},
         "n_cases": len(set(gts) | set(preds)),
         "n_scored": len(cases),
         **summarize(cases, labels),

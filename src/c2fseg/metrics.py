@@ -172,8 +172,13 @@ def score_label(
     spacing_zyx: Spacing,
     boxes: tuple[list, list] | None = None,
     z_drop: str | None = "last",
+    nsd_min_dsc: float = NSD_MIN_DSC,
 ) -> dict[str, float]:
-    """DSC and NSD of one label under the FLARE23 rules (empty cases, z-range, DSC floor)."""
+    """DSC and NSD of one label under the FLARE23 rules (empty cases, z-range, DSC floor).
+
+    ``nsd_min_dsc``: NSD is set to 0 below this DSC (0.2 by our rules; the public FLARE23
+    scoring script uses 0.1).
+    """
     pred_boxes, gt_boxes = boxes if boxes is not None else _label_boxes(pred, gt)
     pbox = pred_boxes[label - 1] if label <= len(pred_boxes) else None
     gbox = gt_boxes[label - 1] if label <= len(gt_boxes) else None
@@ -191,7 +196,7 @@ def score_label(
     pred_mask = pred[crop] == label
     gt_mask = gt[crop] == label
     dsc = dice(pred_mask, gt_mask)
-    if dsc < NSD_MIN_DSC:
+    if dsc < nsd_min_dsc:
         return {"dsc": dsc, "nsd": 0.0}
     nsd = normalized_surface_distance(pred_mask, gt_mask, spacing_zyx, NSD_TOLERANCE_MM[label])
     return {"dsc": dsc, "nsd": nsd}
@@ -208,6 +213,7 @@ def score_case(
     spacing_zyx: Spacing,
     labels: Iterable[int] | None = None,
     z_drop: str | None = "last",
+    nsd_min_dsc: float = NSD_MIN_DSC,
 ) -> dict[int, dict[str, float]]:
     """Score every label of one case: ``{label: {"dsc": ..., "nsd": ...}}``.
 
@@ -229,7 +235,8 @@ def score_case(
     if unknown:
         raise ValueError(f"labels {unknown} have no NSD tolerance; valid labels are 1-14")
     boxes = _label_boxes(pred, gt)
-    return {lab: score_label(pred, gt, lab, spacing_zyx, boxes, z_drop) for lab in wanted}
+    return {lab: score_label(pred, gt, lab, spacing_zyx, boxes, z_drop, nsd_min_dsc)
+            for lab in wanted}
 
 
 def _as_label_map(arr: np.ndarray) -> np.ndarray:

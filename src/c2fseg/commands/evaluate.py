@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from c2fseg.argtypes import existing_dir, positive_int
+from c2fseg.argtypes import existing_dir, non_negative_float, positive_int
+from c2fseg.labels import NSD_MIN_DSC
 
 
 def label_id(value: str) -> int:
@@ -47,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write one CSV row per case and label")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="parallel processes (default: min(4, CPUs))")
+    p.add_argument("--nsd-min-dsc", type=non_negative_float, default=NSD_MIN_DSC, metavar="D",
+                   help=f"NSD is set to 0 when the DSC is below D (default {NSD_MIN_DSC}, the "
+                   "rule in our FLARE23 notes; the public FLARE23 scoring script uses 0.1)")
     p.add_argument("--labels", type=label_id, nargs="+", default=None, metavar="LABEL",
                    help="score only these labels (ids or names; default: all 14)")
     p.set_defaults(func=run)
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = evaluate_folders(args.pred, args.gt, args.out, out_csv=args.csv,
-                                  workers=args.workers, labels=args.labels)
+                                  workers=args.workers, labels=args.labels,
+                                  nsd_min_dsc=args.nsd_min_dsc)
     except (FileNotFoundError, FolderError) as exc:
         raise UsageError(str(exc)) from None
     print(format_summary(report))
