@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from c2fseg import fileutil
 from c2fseg import report as report_mod
 from c2fseg.report import CaseReport, RunReport, environment_info, peak_gpu_mem_mb, peak_host_ram_mb
 
@@ -41,7 +42,7 @@ def test_written_json_has_schema_fields(tmp_path):
     assert data["cases"][3] == {
         "case": "d", "input": "/in/d_0000.nii.gz", "output": "/out/d.nii.gz", "status": "failed",
         "reason": "truncated", "device": "", "fallback": "", "timings": {}, "roi": None,
-        "labels": {}, "warnings": [],
+        "labels": {}, "warnings": [], "earlier_status": "",
     }
 
 
@@ -52,7 +53,7 @@ def test_failed_write_keeps_previous_report_and_no_temp_file(tmp_path, monkeypat
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_mod.json, "dump", boom)
+    monkeypatch.setattr(fileutil.os, "replace", boom)
     with pytest.raises(OSError):
         sample().write(path)
     assert json.loads(path.read_text()) == {"old": True}

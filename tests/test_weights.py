@@ -10,6 +10,7 @@ import pytest
 from c2fseg.weights import (
     WeightsError,
     channel_labels_from_dataset,
+    check_input_orientation,
     find_weights_dir,
     load_manifest,
     resolve_configuration,
@@ -24,6 +25,7 @@ def test_manifest_records_settings_and_hashes(tmp_path):
     folder = write_fake_weights(tmp_path, "tumor", plans=plans)
     manifest = load_manifest(folder)
     assert manifest["stage"] == "tumor"
+    assert manifest["input_orientation"] == "canonical-LPS"
     assert manifest["channel_labels"] == list(range(15))
     # plans values are in model order (axis i = canonical axis transpose_forward[i])
     assert manifest["spacing"] == [2.0, 1.0, 3.0]
@@ -35,6 +37,29 @@ def test_manifest_records_settings_and_hashes(tmp_path):
     assert set(manifest["files"]) == {"plans.json", "dataset.json", "checkpoint_final.pth"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+
+
+def test_check_input_orientation():
+    check_input_orientation({"input_orientation": "canonical-LPS"})
+    with pytest.raises(WeightsError, match="does not record the orientation.*c2fseg train tumor"):
+        check_input_orientation({"stage": "tumor", "stage_dir": "/w/tumor"})
+    with pytest.raises(WeightsError, match="'RAS' is not supported"):
+        check_input_orientation({"input_orientation": "RAS"})
+
+
+def test_hashes_are_cached_until_the_file_changes(tmp_path, monkeypatch):
+    from c2fseg import fileutil, weights
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"one")
+    calls = []
+    real = fileutil.sha256_file
+    monkeypatch.setattr(fileutil, "sha256_file", lambda p: calls.append(p) or real(p))
+    first = weights.sha256_file(path)
+    assert weights.sha256_file(path) == first and len(calls) == 1
+    path.write_bytes(b"other")
+    assert weights.sha256_file(path) == hashlib.sha256(b"other").hexdigest() != first
+    assert len(calls) == 2
 
 
 def test_coarse_defaults_to_step_one_and_overrides_apply(tmp_path):

@@ -11,24 +11,26 @@ Written atomically (temporary file + rename) so a crash never leaves half a repo
      "totals": {"cases", "ok", "empty", "skipped", "failed", "seconds_per_case"},
      "resources": {"peak_host_ram_mb", "peak_gpu_mem_mb"},
      "cases": [{"case", "input", "output", "status", "reason", "device", "fallback",
-                "timings", "roi", "labels", "warnings"}]}
+                "timings", "roi", "labels", "warnings", "earlier_status"}]}
 
-``status`` is ok, empty (all-background output written; flagged), skipped (a valid output
-already existed) or failed (``reason`` says why; no output written).
+``status`` is ok, empty (all-background output written; flagged), skipped (a valid output that
+c2fseg wrote in an earlier run was kept) or failed (``reason`` says why; no output written).
+A skipped case carries over what the earlier run recorded for that output (``earlier_status``
+ok/empty, its reason, device, ROI, label counts and warnings), so a rerun loses nothing.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+from c2fseg.fileutil import write_json_atomic
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "empty", "skipped", "failed")
@@ -49,6 +51,7 @@ class CaseReport:
     roi: dict | None = None
     labels: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    earlier_status: str = ""  # skipped cases: the status of the run that wrote the kept output
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -157,15 +160,4 @@ class RunReport:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON atomically (temporary file beside ``path``, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, indent=2)
-                fh.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_json_atomic(path, self.to_dict())

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from c2fseg import __version__
+from c2fseg import __version__, fileutil
 from c2fseg.labels import NAME_TO_ID, check_stage
 
 MANIFEST_NAME = "manifest.json"
@@ -27,6 +25,9 @@ DATASET_NAME = "dataset.json"
 CHECKPOINT_NAME = "checkpoint_final.pth"
 MANIFEST_FORMAT = 1
 ENV_VAR = "C2FSEG_WEIGHTS"
+#: The orientation of the images a stage was trained on (and that inference feeds it): c2fseg's
+#: canonical form, axes toward patient Superior, Posterior, Left (see ``c2fseg.io.image``).
+INPUT_ORIENTATION = "canonical-LPS"
 
 #: Inference defaults written into a manifest when training does not say otherwise. The coarse
 #: pass only has to find the abdomen, so it tiles without overlap (step 1.0).
@@ -147,39 +148,21 @@ def stage_settings(plans: dict, dataset_json: dict, configuration: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Hashing and atomic JSON
+# Hashing
 # ---------------------------------------------------------------------------------------------
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file; cached per (path, size, mtime) so reloading is cheap."""
+    """SHA-256 of a file (:func:`c2fseg.fileutil.sha256_file`), cached per (path, size, mtime) so
+    loading the same stage again (CPU fallback models, several tumor models) does not re-read it."""
     path = Path(path)
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _HASH_CACHE[key] = h.hexdigest()
+        _HASH_CACHE[key] = fileutil.sha256_file(path)
     return _HASH_CACHE[key]
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """Write JSON to a temp file beside ``path`` and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -254,6 +237,7 @@ def write_manifest(
         "fold": fold,
         "trainer": trainer,
         "checkpoint": ckpt.name,
+        "input_orientation": INPUT_ORIENTATION,
         **settings,
         "inference": infer,
         "num_training_cases": len(training_cases),
@@ -261,7 +245,7 @@ def write_manifest(
         "files": {name: sha256_file(stage_dir / name) for name in files},
         "extra": extra or {},
     }
-    return write_json_atomic(manifest, stage_dir / MANIFEST_NAME)
+    return fileutil.write_json_atomic(stage_dir / MANIFEST_NAME, manifest)
 
 
 def load_manifest(stage_dir: str | os.PathLike, verify: bool = True) -> dict:
@@ -300,6 +284,30 @@ def load_manifest(stage_dir: str | os.PathLike, verify: bool = True) -> dict:
             raise WeightsError(f"{path} does not list {name}; re-export the stage weights")
     manifest["stage_dir"] = str(stage_dir.resolve())
     return manifest
+
+
+def check_input_orientation(manifest: dict) -> None:
+    """Refuse a stage whose manifest does not say it was trained on canonical (LPS) images.
+
+    Inference always feeds canonical arrays; a network trained on another axis order would run
+    without error and return nonsense, so an unknown or missing orientation is a WeightsError.
+    """
+    where = Path(manifest.get("stage_dir", ".")) / MANIFEST_NAME
+    found = manifest.get("input_orientation")
+    if found == INPUT_ORIENTATION:
+        return
+    if found is None:
+        raise WeightsError(
+            f"{where} does not record the orientation of the training images (no "
+            f"\"input_orientation\": \"{INPUT_ORIENTATION}\"); it was exported by an older c2fseg or "
+            "another tool. Re-export the stage with `c2fseg train "
+            f"{manifest.get('stage', 'STAGE')}`, or, if its training images were c2fseg stage datasets "
+            f"(canonical LPS), add \"input_orientation\": \"{INPUT_ORIENTATION}\" to the manifest"
+        )
+    raise WeightsError(
+        f"{where}: input_orientation {found!r} is not supported; c2fseg stages must be trained on "
+        f"{INPUT_ORIENTATION!r} images (c2fseg stage datasets). Re-train or re-export the stage"
+    )
 
 
 def find_weights_dir(explicit: str | os.PathLike | None = None) -> Path:

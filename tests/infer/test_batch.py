@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -81,36 +82,122 @@ def test_corrupt_case_fails_alone_exit_3(cases, weights, loads, tmp_path):
     assert report["totals"]["failed"] == 1 and report["totals"]["ok"] == 2
 
 
-def test_resume_skips_valid_and_redoes_corrupted_output(cases, weights, loads, tmp_path):
+def test_resume_skips_own_outputs_and_redoes_missing_or_damaged_ones(cases, weights, loads, tmp_path):
     inp, expected = cases
     (inp / "bad_0000.nii.gz").unlink()
     out = tmp_path / "out"
     assert run_cli(inp, out, weights) == 0
-    damaged = out / "good2.nii.gz"
-    damaged.write_bytes(damaged.read_bytes()[:-30])
+    (out / "good2.nii.gz").unlink()
     before = (out / "good1.nii.gz").stat().st_mtime_ns
     assert run_cli(inp, out, weights) == 0
     report = json.loads((out / "c2fseg_report.json").read_text())
-    status = {c["case"]: c["status"] for c in report["cases"]}
-    assert status == {"good1": "skipped", "good2": "ok"}
+    assert {c["case"]: c["status"] for c in report["cases"]} == {"good1": "skipped", "good2": "ok"}
     assert (out / "good1.nii.gz").stat().st_mtime_ns == before
+    assert np.array_equal(read_labels(out / "good2.nii.gz").array, expected)
+    # our own file damaged in place (same size and mtime: bit rot) is caught by the full read
+    damaged = out / "good2.nii.gz"
+    st = damaged.stat()
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    os.utime(damaged, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert run_cli(inp, out, weights) == 0
+    report = json.loads((out / "c2fseg_report.json").read_text())
+    assert {c["case"]: c["status"] for c in report["cases"]} == {"good1": "skipped", "good2": "ok"}
     assert np.array_equal(read_labels(damaged).array, expected)
     assert run_cli(inp, out, weights, "--overwrite") == 0
     report = json.loads((out / "c2fseg_report.json").read_text())
     assert [c["status"] for c in report["cases"]] == ["ok", "ok"]
 
 
-def test_output_with_wrong_geometry_is_redone(cases, weights, loads, tmp_path):
+def test_foreign_label_files_are_neither_skipped_nor_overwritten(cases, weights, loads, tmp_path):
+    """``predict -i imagesTs -o labelsTs``: the ground truth there is not a finished output."""
+    inp, expected = cases
+    (inp / "bad_0000.nii.gz").unlink()
+    out = tmp_path / "labelsTs"
+    out.mkdir()
+    truth = sitk.ReadImage(str(inp / "good1_0000.nii.gz"))
+    truth = sitk.Cast(truth * 0, sitk.sitkUInt8)  # valid header, labels 0-14: looks like an output
+    sitk.WriteImage(truth, str(out / "good1.nii.gz"))
+    gt_bytes = (out / "good1.nii.gz").read_bytes()
+    for extra in ((), ("--overwrite",)):
+        assert run_cli(inp, out, weights, *extra) == 3
+        report = json.loads((out / "c2fseg_report.json").read_text())
+        status = {c["case"]: c for c in report["cases"]}
+        assert status["good1"]["status"] == "failed"
+        assert "good1.nii.gz" in status["good1"]["reason"] and "not written by c2fseg" in status["good1"]["reason"]
+        assert "another output folder" in status["good1"]["reason"]
+        assert status["good2"]["status"] in ("ok", "skipped")
+        assert (out / "good1.nii.gz").read_bytes() == gt_bytes
+    assert np.array_equal(read_labels(out / "good2.nii.gz").array, expected)
+
+
+def test_recorded_output_changed_by_someone_else_is_foreign(cases, weights, loads, tmp_path):
+    inp, _ = cases
+    (inp / "bad_0000.nii.gz").unlink()
+    out = tmp_path / "out"
+    assert run_cli(inp, out, weights) == 0
+    edited = sitk.ReadImage(str(out / "good1.nii.gz"))
+    edited[0, 0, 0] = 5  # a user's manual correction
+    sitk.WriteImage(edited, str(out / "good1.nii.gz"))
+    kept = (out / "good1.nii.gz").read_bytes()
+    report = predict_folder(inp, out, weights_dir=weights, device="cpu", overwrite=True, progress=False)
+    status = {c.case: c for c in report.cases}
+    assert status["good1"].status == "failed" and "changed after c2fseg wrote it" in status["good1"].reason
+    assert status["good2"].status == "ok"
+    assert (out / "good1.nii.gz").read_bytes() == kept
+
+
+def test_changed_input_is_redone(cases, weights, loads, tmp_path):
     inp, _ = cases
     (inp / "bad_0000.nii.gz").unlink()
     out = tmp_path / "out"
     run_cli(inp, out, weights)
-    wrong = sitk.ReadImage(str(out / "good1.nii.gz"))
-    wrong.SetOrigin((0.0, 0.0, 0.0))
-    sitk.WriteImage(wrong, str(out / "good1.nii.gz"))
+    moved = sitk.ReadImage(str(inp / "good1_0000.nii.gz"))
+    moved.SetOrigin((0.0, 0.0, 0.0))
+    sitk.WriteImage(moved, str(inp / "good1_0000.nii.gz"))
     report = predict_folder(inp, out, weights_dir=weights, device="cpu", progress=False)
     assert {c.case: c.status for c in report.cases} == {"good1": "ok", "good2": "skipped"}
     assert same_header(out / "good1.nii.gz", inp / "good1_0000.nii.gz")
+
+
+def test_rerun_keeps_what_the_earlier_run_reported(write_ct, weights, loads, tmp_path):
+    ct, _ = abdomen_ct()
+    write_ct("body_0000.nii.gz", ct)
+    write_ct("head_0000.nii.gz", np.full((12, 10, 14), AIR, dtype=np.float32))
+    out = tmp_path / "out"
+    first = {c.case: c for c in predict_folder(tmp_path / "in", out, weights_dir=weights, device="cpu",
+                                               progress=False).cases}
+    assert first["body"].status == "ok" and first["head"].status == "empty"
+    second = {c.case: c for c in predict_folder(tmp_path / "in", out, weights_dir=weights, device="cpu",
+                                                progress=False).cases}
+    for case in ("body", "head"):
+        again, earlier = second[case], first[case]
+        assert again.status == "skipped" and again.earlier_status == earlier.status
+        assert again.roi == earlier.roi and again.labels == earlier.labels
+        assert again.warnings == earlier.warnings and again.device == earlier.device
+    assert second["body"].roi is not None and second["body"].labels
+    assert "no abdominal organ" in second["head"].reason
+    saved = json.loads((out / "c2fseg_report.json").read_text())
+    assert {c["case"]: c["earlier_status"] for c in saved["cases"]} == {"body": "ok", "head": "empty"}
+
+
+def test_stage_folder_holding_another_stage_is_refused(tmp_path):
+    from fake_models import write_fake_weights
+
+    w = tmp_path / "weights"
+    write_fake_weights(w, "coarse")
+    write_fake_weights(w, "organ")
+    write_fake_weights(tmp_path / "misplaced", "coarse")
+    (tmp_path / "misplaced" / "coarse").rename(w / "tumor")  # a coarse model in tumor/
+    with pytest.raises(batch.SetupError, match="tumor.*holds a 'coarse' model"):
+        batch.load_models(w, "cpu")
+    (w / "tumor").rename(tmp_path / "wrong")
+    write_fake_weights(w, "tumor")
+    (w / "tumor").rename(w / "tumor_2")  # ensemble members are tumor models in tumor_N/
+    write_fake_weights(w, "tumor")
+    models = batch.load_models(w, "cpu")
+    assert [m.stage for m in models.tumors] == ["tumor", "tumor"]
 
 
 @pytest.mark.parametrize("where", ["same", "inside"])
@@ -154,7 +241,9 @@ def test_cuda_requested_without_gpu_is_usage_error(cases, weights, loads, tmp_pa
     code = main(["predict", "-i", str(inp), "-o", str(tmp_path / "o"), "--weights",
                  str(weights), "--device", "cuda", "--no-progress"])
     assert code == 2 and "--device auto" in capsys.readouterr().err
-    assert batch.resolve_device("auto") == "cpu"
+    assert batch.setup_device("auto") == "cpu"
+    with pytest.raises(batch.SetupError, match="no usable CUDA"):
+        batch.setup_device("cuda")
 
 
 def test_failed_write_leaves_no_partial_file(cases, weights, loads, tmp_path, monkeypatch):
@@ -210,8 +299,11 @@ def test_cuda_oom_retries_case_on_cpu(cases, weights, monkeypatch, tmp_path):
     (inp / "bad_0000.nii.gz").unlink()
     calls = []
 
+    precisions = []
+
     def load(weights_dir, device, **kwargs):
         calls.append(device)
+        precisions.append(kwargs["precision"])
         models = make_models()
         if len(calls) == 1:
             models.organ.error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried 2 GiB")
@@ -221,6 +313,7 @@ def test_cuda_oom_retries_case_on_cpu(cases, weights, monkeypatch, tmp_path):
     report = predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu",
                             progress=False)
     assert calls == ["cpu", "cpu"]  # the CPU models are loaded once, on first need
+    assert precisions == ["auto", "fp32"]  # the CPU retry is fp32, not a third precision
     for case in report.cases:
         assert case.status == "ok" and case.device == "cpu"
         assert "out of memory" in case.fallback
@@ -280,3 +373,21 @@ def test_roi_overlay_png(cases, weights, loads, tmp_path):
                    save_roi_overlay=True)
     pngs = sorted(p.name for p in (tmp_path / "out" / "roi_overlays").iterdir())
     assert pngs == ["good1.png", "good2.png"]
+
+
+def test_failed_overlay_is_a_warning_not_a_failed_case(cases, weights, loads, tmp_path, monkeypatch):
+    inp, expected = cases
+    (inp / "bad_0000.nii.gz").unlink()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(batch, "save_roi_overlay", broken)
+    report = predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu", progress=False,
+                            save_roi_overlay=True)
+    for case in report.cases:
+        assert case.status == "ok" and case.roi is not None
+        assert any("ROI overlay" in w and "no display" in w for w in case.warnings)
+    assert np.array_equal(read_labels(tmp_path / "out" / "good1.nii.gz").array, expected)
+    again = predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu", progress=False)
+    assert [c.status for c in again.cases] == ["skipped", "skipped"]

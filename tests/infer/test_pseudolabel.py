@@ -47,20 +47,36 @@ def test_labels_every_case_with_input_geometry(data, tmp_path):
     assert sorted(p.name for p in (data / "images").iterdir()) == before
 
 
-def test_resume_skips_valid_outputs_and_redoes_damaged_ones(data, tmp_path, monkeypatch):
+def test_resume_skips_own_outputs_and_redoes_missing_ones(data, tmp_path, monkeypatch):
     out = tmp_path / "out"
     run(data, out)
-    damaged = out / "c.nii.gz"
-    damaged.write_bytes(damaged.read_bytes()[:-20])  # truncated gzip
+    (out / "c.nii.gz").unlink()
     calls = []
     real = sm.StageModel.predict
     monkeypatch.setattr(sm.StageModel, "predict", lambda self, ct, sp, **k: calls.append(1) or real(self, ct, sp, **k))
     summary = run(data, out)
     assert summary["ok"] == ["c"] and sorted(summary["skipped"]) == ["a", "b", "d", "e"]
     assert len(calls) == 1
-    assert read_labels(damaged).shape == (14, 24, 20)
+    assert read_labels(out / "c.nii.gz").shape == (14, 24, 20)
     again = run(data, out, overwrite=True, part=0, num_parts=5)
     assert again["ok"] == ["a"] and not again["skipped"]
+
+
+def test_foreign_or_changed_files_are_never_overwritten(data, tmp_path):
+    out = tmp_path / "out"
+    run(data, out, part=0, num_parts=5)  # writes a.nii.gz
+    damaged = out / "a.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-20])  # changed after c2fseg wrote it
+    foreign = out / "b.nii.gz"
+    foreign.write_bytes((out / "a.nii.gz").read_bytes())  # not written by c2fseg at all
+    kept = {p.name: p.read_bytes() for p in (damaged, foreign)}
+    for overwrite in (False, True):
+        summary = run(data, out, overwrite=overwrite)
+        assert sorted(summary["failed"]) == ["a", "b"]
+        assert "changed after c2fseg wrote it" in summary["failed"]["a"]
+        assert "b.nii.gz" in summary["failed"]["b"] and "not written by c2fseg" in summary["failed"]["b"]
+        assert {p.name: p.read_bytes() for p in (damaged, foreign)} == kept
+    assert sorted(summary["ok"]) == ["c", "d", "e"]
 
 
 def test_parts_are_disjoint_and_complete(data, tmp_path):

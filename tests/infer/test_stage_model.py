@@ -51,6 +51,23 @@ def test_load_rebuilds_the_saved_network(tmp_path):
     assert torch.equal(loaded.predict(ct, SPACING).labels, built.predict(ct, SPACING).labels)
 
 
+def test_manifest_without_input_orientation_is_refused(tmp_path):
+    import json
+
+    folder = write_fake_weights(tmp_path, "organ")
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["input_orientation"] == "canonical-LPS"
+    del manifest["input_orientation"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="manifest.json.*input_orientation.*canonical-LPS.*c2fseg train organ"):
+        StageModel.load(folder, "cpu")
+    manifest["input_orientation"] = "RAS"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="'RAS' is not supported"):
+        StageModel.load(folder, "cpu")
+
+
 def test_load_takes_inference_defaults_from_manifest(tmp_path):
     folder = write_fake_weights(tmp_path, "coarse", inference={"min_prob": 0.1, "weighting": "gaussian"})
     model = StageModel.load(folder, "cpu")
@@ -239,11 +256,12 @@ def test_non_finite_fp32_output_raises():
 
 def _raise_oom_first(monkeypatch, times: int):
     real = sm.sliding_window
-    calls = {"n": 0, "batch": []}
+    calls = {"n": 0, "batch": [], "acc_device": []}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
         calls["batch"].append(kwargs["batch_size"])
+        calls["acc_device"].append(kwargs.get("acc_device"))
         if calls["n"] <= times:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(*args, **kwargs)
@@ -260,8 +278,53 @@ def test_out_of_memory_falls_back_and_gives_same_labels(monkeypatch, failures):
     calls = _raise_oom_first(monkeypatch, failures)
     pred = model.predict(ct, SPACING)
     assert len(pred.info["fallbacks"]) == failures and calls["batch"][0] == 3 and calls["batch"][-1] == 1
+    assert calls["acc_device"][0] is None
     assert pred.info["device"] == "cpu" and pred.labels.device == model.device
     assert torch.equal(pred.labels, ref)
+
+
+def test_gpu_retry_moves_the_logits_to_host_memory_and_cpu_retry_is_fp32():
+    model = tiny_stage_model("coarse", precision="fp32")
+    model.device = torch.device("cuda")  # only the plan of attempts is looked at, nothing runs
+    model.precision = "fp16"
+    attempts = model._attempts()
+    assert [(d.type, acc and acc.type) for d, _, _, acc in attempts] == [
+        ("cuda", None), ("cuda", "cpu"), ("cpu", None)]
+    assert model._precision_on(torch.device("cuda")) == "fp16"
+    assert model._precision_on(torch.device("cpu")) == "fp32"
+
+
+def test_logits_are_accumulated_on_the_requested_device():
+    model = tiny_stage_model("organ", seed=5)
+    ct = model.normalizer(smooth_ct((16, 40, 40)))
+    with torch.inference_mode():
+        here = sliding_window(model.network, ct, model.patch_size, model.num_classes, step=0.5)
+        host = sliding_window(model.network, ct, model.patch_size, model.num_classes, step=0.5,
+                              acc_device="cpu")
+        there = sliding_window(model.network, ct, model.patch_size, model.num_classes, step=0.5,
+                               acc_device=torch.device("meta"))  # a device with no data: placement only
+    assert torch.equal(host, here)
+    assert there.device.type == "meta" and there.shape == here.shape
+
+
+def test_cpu_fallback_network_is_built_from_host_copies(monkeypatch):
+    model = tiny_stage_model("organ", seed=6)
+    originals = {id(t) for t in [*model.network.parameters(), *model.network.buffers()]}
+    cloned = []
+    real = torch.Tensor.__deepcopy__
+
+    def spy(self, memo):
+        cloned.append(id(self))
+        return real(self, memo)
+
+    monkeypatch.setattr(torch.Tensor, "__deepcopy__", spy)
+    copy = sm.cpu_copy(model.network)
+    assert not originals & set(cloned)  # no weight was cloned on the network's own device
+    ref = model.network.state_dict()
+    for key, value in copy.state_dict().items():
+        assert value.device.type == "cpu" and torch.equal(value, ref[key])
+        assert value.data_ptr() != ref[key].data_ptr()
+    assert not copy.training
 
 
 def test_out_of_memory_everywhere_is_raised(monkeypatch):

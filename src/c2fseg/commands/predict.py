@@ -15,19 +15,29 @@ Segment every CT in INPUT (NIfTI, NRRD, MetaImage files or one DICOM series per 
 run on that region only. Outputs are OUTPUT/<case>.nii.gz (input <case>_0000.nii.gz or
 <case>.<ext>), with exactly the input's size, spacing, origin and direction, written atomically.
 
-Models are loaded once. A case that cannot be read or fails is reported and skipped; the others
-go on. Rerunning resumes: valid existing outputs are kept, missing or damaged ones are redone
-(--overwrite redoes all). A JSON run report (versions, device, options, per-case status,
-timings, ROI, labels, peak memory) goes to OUTPUT/c2fseg_report.json unless --report is given.
-A case where no abdominal organ is found gets an all-background output and status "empty".
+Models are loaded once. A case that cannot be read or fails is marked "failed" in the report,
+with the reason, and gets no output; the other cases go on. A case with status "skipped" is one
+whose output from an earlier run was kept.
+
+Rerunning resumes: c2fseg records every output it writes (OUTPUT/.c2fseg_outputs/). An output it
+wrote, unchanged since, from the same unchanged input, is kept; its other outputs are redone
+(--overwrite redoes all of them). A file in OUTPUT that c2fseg did not write, or that was changed
+after it wrote it (for example ground-truth labels), is never overwritten, not even with
+--overwrite: that case fails and the message names the file; move it or choose another OUTPUT.
+
+A JSON run report (versions, device, options, per-case status, timings, ROI, labels, peak memory)
+goes to OUTPUT/c2fseg_report.json unless --report is given. A case where no abdominal organ is
+found gets an all-background output and status "empty".
 """
 
 EPILOG = """\
 exit codes:
-  0  every case ok (cases with status "empty" count as ok and are flagged in the report)
+  0  every case ok or kept (cases with status "empty" count as ok and are flagged in the report)
+  1  unexpected error (a bug or a broken environment; the traceback says where)
   2  usage error: missing or empty input folder, output folder equal to or inside the input,
-     missing weights, --device cuda without a GPU
+     missing or unusable weights, --device cuda without a GPU
   3  some cases failed (see the report for the reason of each)
+  130  interrupted (Ctrl-C); finished outputs are kept, rerun to resume
 """
 
 
@@ -79,12 +89,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "then ./weights")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: GPU when there is one, else CPU (default); cuda: fail if there "
-                        "is no GPU. A case that runs out of GPU memory is redone on CPU")
+                        "is no GPU. When a stage runs out of GPU memory it is retried on the GPU "
+                        "with one tile at a time and its logits in host memory, then on the CPU "
+                        "(fp32); if the case still runs out, the whole case is redone on the CPU. "
+                        "The report notes each fallback")
     p.add_argument("--margin-mm", type=margin_mm, default=(20.0, 20.0, 20.0), metavar="MM",
                    help="padding of the organ region in mm, one value or 'z,y,x' (default 20)")
     p.add_argument("--step", type=step_override, default=None, metavar="STEP",
                    help="sliding-window step as a fraction of the patch, one value or per stage "
-                        "'coarse=1.0,organ=0.5,tumor=0.5' (default: from each stage's plans)")
+                        "'coarse=1.0,organ=0.5,tumor=0.5' (default: each stage's manifest.json "
+                        "inference.step, written at training: coarse 1.0, organ and tumor 0.5 "
+                        "unless set otherwise)")
     p.add_argument("--tumor-must-touch-organ", action="store_true",
                    help="drop tumor components that touch no organ voxel")
     p.add_argument("--min-tumor-ml", type=non_negative_float, default=0.0, metavar="ML",
@@ -92,7 +107,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fill-holes", action="store_true",
                    help="fill enclosed holes of single-object organs")
     p.add_argument("--overwrite", action="store_true",
-                   help="redo every case even when a valid output exists")
+                   help="redo every case even when c2fseg's own valid output exists; files "
+                        "c2fseg did not write are still never overwritten (those cases fail)")
     p.add_argument("--report", type=Path, default=None, metavar="PATH",
                    help="run report JSON path (default OUTPUT/c2fseg_report.json)")
     p.add_argument("--precision", choices=("auto", "fp32"), default="auto",

@@ -15,10 +15,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="label a folder of CTs with one stage model (e.g. coarse labels for tumor training)",
         description=(
             "Run one trained stage on every CT of a folder and write <case>.nii.gz label maps with "
-            "each input's exact geometry. Resumable: valid outputs are kept, missing or damaged "
-            "ones are redone. --part/--num-parts split the sorted case list round-robin so several "
-            "machines can share the work without overlap. Never writes into the input folder."
+            "each input's exact geometry. Resumable: c2fseg records each output it writes "
+            "(LABELS/.c2fseg_outputs/); an output it wrote with the same stage from the same "
+            "unchanged input is kept, its other outputs are redone. A file in LABELS that c2fseg "
+            "did not write, or that changed after it wrote it, is never overwritten, not even with "
+            "--overwrite: that case fails, naming the file (move it or choose another --out). "
+            "--part/--num-parts split the sorted case list round-robin so several machines can "
+            "share the work (and the output folder) without overlap. Never writes into the input "
+            "folder."
         ),
+        epilog="exit codes: 0 every case labelled or kept, 1 unexpected error, 2 usage error (bad "
+               "folders, missing weights, --device cuda without a GPU), 3 some cases failed, "
+               "130 interrupted (rerun to resume)",
     )
     p.add_argument("--stage", required=True, choices=STAGES, help="which stage model to run")
     p.add_argument("--in", dest="in_dir", required=True, type=existing_dir, metavar="IMAGES",
@@ -30,8 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--part", type=non_negative_int, default=0, help="which part to run, 0-based (0)")
     p.add_argument("--num-parts", type=positive_int, default=1, help="number of parts (1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = CUDA when available, else CPU")
-    p.add_argument("--overwrite", action="store_true", help="redo cases that already have valid outputs")
+                   help="auto = CUDA when available, else CPU; cuda fails without a GPU. Out of "
+                        "GPU memory: retried with less GPU memory, then on the CPU (fp32)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo cases whose valid output c2fseg already wrote; files c2fseg did not "
+                        "write are still never overwritten")
     p.set_defaults(func=run)
 
 

@@ -9,13 +9,18 @@ Promises (see ``../shared/reference/robustness.md``):
 * Outputs are ``<case>.nii.gz`` in the output folder (FLARE naming: input
   ``<case>_0000.nii.gz`` -> ``<case>.nii.gz``), always NIfTI whatever the input format, written
   atomically with the input's exact geometry. Never inside the input folder.
-* A rerun resumes: an existing output is kept only if it is valid (fully readable, labels 0-14,
-  the input's size/spacing/origin/direction); otherwise the case is redone. ``overwrite``
-  redoes everything.
-* ``device="cuda"`` without CUDA is a setup error; ``"auto"`` picks CUDA when available.
-  ``torch.cuda.OutOfMemoryError`` (only that) makes the case run again on CPU models, loaded
-  once on first need; the report records the fallback.
-* A JSON run report (:mod:`c2fseg.report`) is rewritten after every case, atomically.
+* Only files c2fseg wrote are ever skipped or replaced (:mod:`c2fseg.infer.outputs` records each
+  output). A rerun keeps a recorded, unchanged output of the same, unchanged input that is still
+  a valid label map for it (status "skipped", with what the earlier run reported); anything else
+  of ours is redone, and ``overwrite`` redoes all of ours. A file c2fseg did not write (e.g. the
+  ground truth in ``labelsTs``), or one changed since, is never touched: that case fails.
+* ``device="cuda"`` without CUDA is a setup error; ``"auto"`` picks CUDA when available. On
+  ``torch.cuda.OutOfMemoryError`` (only that) each stage first retries on the GPU with one tile
+  per batch and CPU accumulation, then on the CPU (:class:`~c2fseg.infer.stage_model.StageModel`);
+  if the case still runs out of GPU memory it is redone whole with CPU models (fp32 unless a
+  precision was forced), loaded once on first need. The report records the fallback.
+* A JSON run report (:mod:`c2fseg.report`) is rewritten after every case, atomically. A failed
+  ROI overlay PNG is a warning, never a failed case.
 """
 
 from __future__ import annotations
@@ -28,19 +33,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
+from c2fseg.device import resolve_device
 from c2fseg.infer.cascade import CascadeModels, CascadeOptions, CaseResult, segment_volume
+from c2fseg.infer.outputs import ForeignOutputError, OutputRecords
 from c2fseg.io import (
     CaseInput,
     FolderError,
-    Geometry,
     ImageReadError,
     check_output_dir,
     find_cases,
-    is_valid_output,
     read_image,
     write_labels,
 )
@@ -54,6 +58,7 @@ from c2fseg.report import (
 )
 
 REPORT_NAME = "c2fseg_report.json"
+PRODUCER = "predict"  # who wrote an output, in its record (pseudolabel outputs are not predictions)
 REQUIRED_STAGES = ("coarse", "organ", "tumor")
 SEED = 0
 _TUMOR_DIR = re.compile(r"tumor(?:_(\d+))?")
@@ -66,19 +71,12 @@ class SetupError(ValueError):
 # --------------------------------------------------------------------------- setup
 
 
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; an explicit CUDA request must be satisfiable."""
-    device = str(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SetupError(
-            f"--device {device} was asked for, but this torch ({torch.__version__}) sees no CUDA "
-            "GPU. Use --device auto (GPU when there is one, else CPU) or --device cpu."
-        )
-    if device != "cpu" and not device.startswith("cuda"):
-        raise SetupError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
+def setup_device(device: str) -> str:
+    """The concrete device name ('cpu', 'cuda', 'cuda:1') or a SetupError saying what to use."""
+    try:
+        return str(resolve_device(device))
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def find_weights(explicit: str | os.PathLike | None = None) -> Path:
@@ -124,6 +122,17 @@ def step_for(step: float | Mapping[str, float] | None, stage: str) -> float | No
     return step.get(stage.split("_")[0], step.get(stage))
 
 
+def check_stage_folder(model_stage: str, stage_dir: Path) -> None:
+    """A stage folder must hold its own stage (``tumor_2`` holds a tumor model, etc.)."""
+    expected = stage_dir.name.split("_")[0]
+    if model_stage != expected:
+        raise SetupError(
+            f"{stage_dir} holds a {model_stage!r} model (its manifest.json says stage "
+            f"{model_stage!r}), not the {expected!r} model its folder name promises; move it to "
+            f"{stage_dir.parent / model_stage} or put the {expected} weights there"
+        )
+
+
 def load_models(
     weights_dir: Path,
     device: str,
@@ -137,11 +146,13 @@ def load_models(
     def load(stage_dir: Path):
         stage = stage_dir.name.split("_")[0]
         try:
-            return StageModel.load(
+            model = StageModel.load(
                 stage_dir, device, step=step_for(step, stage), precision=precision
             )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise SetupError(f"cannot load the {stage_dir.name} model from {stage_dir}: {exc}") from exc
+        check_stage_folder(model.stage, stage_dir)
+        return model
 
     return CascadeModels(
         coarse=load(weights_dir / "coarse"),
@@ -151,39 +162,6 @@ def load_models(
 
 
 # --------------------------------------------------------------------------- per case
-
-
-def input_geometry(path: Path) -> Geometry | None:
-    """The input's header (size, spacing, origin, direction) for the output validity check.
-
-    Reads only the header of a 3D file; other inputs (DICOM, 2D/4D) are read in full. Only the
-    header fields are compared, so transpose/flip are left neutral in the header-only case.
-    """
-    try:
-        if path.is_file():
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            reader.ReadImageInformation()
-            if reader.GetDimension() == 3 and reader.GetNumberOfComponents() == 1:
-                return Geometry(
-                    size=tuple(reader.GetSize()),
-                    spacing=tuple(reader.GetSpacing()),
-                    origin=tuple(reader.GetOrigin()),
-                    direction=tuple(reader.GetDirection()),
-                    transpose=(0, 1, 2),
-                    flip=(False, False, False),
-                )
-        return read_image(path).geometry
-    except (ImageReadError, RuntimeError, OSError):
-        return None
-
-
-def already_done(case: CaseInput, out_path: Path) -> bool:
-    """Whether a previous run left a valid output for ``case``."""
-    if not out_path.exists():
-        return False
-    geom = input_geometry(case.path)
-    return geom is not None and is_valid_output(out_path, geom)
 
 
 def read_case(path: Path):
@@ -201,8 +179,9 @@ def segment_with_fallback(volume, state: dict, options: CascadeOptions) -> tuple
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if state.get("cpu_models") is None:
+            precision = "fp32" if state["precision"] == "auto" else state["precision"]
             state["cpu_models"] = load_models(
-                state["weights_dir"], "cpu", step=state["step"], precision=state["precision"]
+                state["weights_dir"], "cpu", step=state["step"], precision=precision
             )
         note = f"ran on CPU after CUDA out of memory ({str(exc).splitlines()[0][:200]})"
         return segment_volume(volume, state["cpu_models"], options), note
@@ -241,11 +220,13 @@ def process_case(case: CaseInput, future: Future, out_path: Path, state: dict) -
         if fallback:
             entry.device, entry.fallback = "cpu", fallback
         entry.warnings += result.warnings
+        entry.roi = result.roi.to_dict(volume.spacing) if result.roi else None
+        entry.labels = result.label_counts()
         t0 = time.perf_counter()
-        write_labels(result.labels, volume.geometry, out_path)
+        state["records"].write(out_path, case.path,
+                               lambda path: write_labels(result.labels, volume.geometry, path),
+                               info={"case_report": earlier_fields(entry, result.status, result.reason)})
         result.timings["write"] = round(time.perf_counter() - t0, 4)
-        if state["save_roi_overlay"]:
-            save_roi_overlay(volume.array, result, out_path.parent / "roi_overlays" / f"{case.case_id}.png")
     except ImageReadError as exc:
         entry.reason = str(exc)
         return entry
@@ -254,9 +235,33 @@ def process_case(case: CaseInput, future: Future, out_path: Path, state: dict) -
         return entry
     entry.status, entry.reason = result.status, result.reason
     entry.timings = {"read": read_s, **result.timings}
-    entry.roi = result.roi.to_dict(volume.spacing) if result.roi else None
-    entry.labels = result.label_counts()
+    if state["save_roi_overlay"]:
+        overlay = out_path.parent / "roi_overlays" / f"{case.case_id}.png"
+        try:
+            save_roi_overlay(volume.array, result, overlay)
+        except Exception as exc:  # the label map is written; a missing PNG must not fail the case
+            entry.warnings.append(f"could not save the ROI overlay {overlay}: {type(exc).__name__}: {exc}")
     return entry
+
+
+def earlier_fields(entry: CaseReport, status: str, reason: str) -> dict:
+    """What a later run reports for this output when it keeps it (see :func:`skipped_entry`)."""
+    return {"status": status, "reason": reason, "device": entry.device, "fallback": entry.fallback,
+            "roi": entry.roi, "labels": entry.labels, "warnings": list(entry.warnings)}
+
+
+def skipped_entry(case: CaseInput, out: Path, record: dict) -> CaseReport:
+    """The report line of a kept output, with the status, ROI, labels and warnings it was made with."""
+    earlier = (record.get("info") or {}).get("case_report") or {}
+    reason = f"kept the output c2fseg wrote on {record.get('written_utc', 'an earlier run')}"
+    if earlier.get("reason"):
+        reason += f" (then: {earlier['reason']})"
+    return CaseReport(
+        case.case_id, str(case.path), str(out), "skipped", reason,
+        device=earlier.get("device", ""), fallback=earlier.get("fallback", ""),
+        roi=earlier.get("roi"), labels=dict(earlier.get("labels") or {}),
+        warnings=list(earlier.get("warnings") or []), earlier_status=earlier.get("status", ""),
+    )
 
 
 # --------------------------------------------------------------------------- batch
@@ -307,13 +312,15 @@ def predict_folder(
                           "c2fseg never writes into its input folder, choose another path")
     weights = find_weights(weights_dir)
     check_weights(weights)
-    resolved = resolve_device(device)
+    resolved = setup_device(device)
     out_dir = check_output_dir(input_dir, output_dir)  # created and checked writable
     torch.manual_seed(SEED)
+    records = OutputRecords(out_dir, PRODUCER)
     state = {
         "models": load_models(weights, resolved, step=step, precision=precision),
         "cpu_models": None, "weights_dir": weights, "step": step, "precision": precision,
         "device": resolved, "options": options, "save_roi_overlay": save_roi_overlay,
+        "records": records,
     }
     report = RunReport(
         str(Path(input_dir).resolve()), str(out_dir), str(weights.resolve()),
@@ -321,22 +328,29 @@ def predict_folder(
         options=run_options(options, device_requested=device, step=step, precision=precision,
                             overwrite=overwrite, tumor_models=len(state["models"].tumors)),
     )
-    todo = plan_cases(cases, out_dir, overwrite, report)
+    todo = plan_cases(cases, out_dir, overwrite, report, records)
     run_cases(todo, state, report, report_file, progress)
     finish_report(report, report_file, resolved, t_start)
     return report
 
 
-def plan_cases(cases: list[CaseInput], out_dir: Path, overwrite: bool, report: RunReport) -> list:
-    """Record unusable and already-done cases; return the (case, output path) pairs to run."""
+def plan_cases(cases: list[CaseInput], out_dir: Path, overwrite: bool, report: RunReport,
+               records: OutputRecords) -> list:
+    """Record unusable, foreign-blocked and already-done cases; return the (case, output) pairs to run."""
     todo = []
     for case in cases:
         out = output_path(out_dir, case)
         if not case.ok:
             report.cases.append(CaseReport(case.case_id, str(case.path), str(out), "failed", case.error))
-        elif not overwrite and already_done(case, out):
-            report.cases.append(CaseReport(case.case_id, str(case.path), str(out), "skipped",
-                                           "a valid output from an earlier run exists"))
+            continue
+        try:
+            decision = records.decide(out, case.path, overwrite=overwrite)
+        except (ForeignOutputError, OSError) as exc:
+            report.cases.append(CaseReport(case.case_id, str(case.path), str(out), "failed", str(exc)))
+            tqdm.write(f"c2fseg predict: {case.case_id} failed: {exc}")
+            continue
+        if decision.action == "skip":
+            report.cases.append(skipped_entry(case, out, decision.record or {}))
         else:
             todo.append((case, out))
     return todo

@@ -2,9 +2,11 @@
 
 ``pseudolabel_folder`` loads the stage once, splits the sorted case list round-robin into
 ``num_parts`` disjoint parts (run parts on several machines or GPUs), and writes
-``<out>/<case>.nii.gz`` atomically with each input's exact geometry. A rerun resumes: an output is
-kept only if it is a complete, readable label map with the input's header; anything else is redone.
-Reading the next CT overlaps the current prediction (one-deep prefetch thread).
+``<out>/<case>.nii.gz`` atomically with each input's exact geometry. Like ``predict`` it only
+ever skips or replaces files it wrote itself (:mod:`c2fseg.infer.outputs`): a rerun keeps a
+recorded, unchanged output of the same stage from the same, unchanged input, redoes its other
+outputs, and never touches a file it did not write (that case fails, naming the file). Reading the
+next CT overlaps the current prediction (one-deep prefetch thread).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from c2fseg.labels import check_stage
@@ -22,35 +25,6 @@ def select_part(items: list, part: int, num_parts: int) -> list:
     if num_parts < 1 or not 0 <= part < num_parts:
         raise ValueError(f"part must be in 0..num_parts-1 and num_parts >= 1 (got part {part}, num_parts {num_parts})")
     return items[part::num_parts]
-
-
-def _header_geometry(path: Path):
-    """Input header (size, spacing, origin, direction) without reading voxels; None if unreadable."""
-    import SimpleITK as sitk
-
-    from c2fseg.io import Geometry, read_image
-
-    try:
-        if path.is_file():
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            reader.ReadImageInformation()
-            if reader.GetDimension() == 3 and reader.GetNumberOfComponents() == 1:
-                return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
-                                tuple(reader.GetDirection()), (0, 1, 2), (False, False, False))
-        return read_image(path).geometry  # DICOM folders and odd files: read in full
-    except (ValueError, RuntimeError, OSError):
-        return None
-
-
-def output_is_valid(in_path: Path, out_path: Path) -> bool:
-    """Whether ``out_path`` is a complete label map with exactly the input's header."""
-    from c2fseg.io import is_valid_output
-
-    if not out_path.is_file():
-        return False
-    geom = _header_geometry(in_path)
-    return geom is not None and is_valid_output(out_path, geom)
 
 
 def _read(path: Path):
@@ -74,12 +48,14 @@ def pseudolabel_folder(
 ) -> dict:
     """Label this part's cases of ``in_dir`` with ``stage``; returns a summary dict.
 
-    The summary lists ``ok``, ``skipped`` (valid output kept) and ``failed`` ({case: reason}),
+    The summary lists ``ok``, ``skipped`` (our valid output kept) and ``failed`` ({case: reason};
+    also a case whose output path holds a file c2fseg did not write),
     plus the part, device and timings. Bad folders raise :class:`c2fseg.io.FolderError`, missing
     or damaged weights :class:`c2fseg.weights.WeightsError`, before any case is touched.
     """
     from tqdm import tqdm
 
+    from c2fseg.infer.outputs import ForeignOutputError, OutputRecords
     from c2fseg.infer.stage_model import StageModel
     from c2fseg.io import check_output_dir, find_cases, write_labels
     from c2fseg.weights import WeightsError, stage_dir_for
@@ -92,12 +68,19 @@ def pseudolabel_folder(
         raise WeightsError(f"{model.manifest['stage_dir']} holds the {model.stage!r} stage, not {stage!r}")
     summary: dict = {"stage": stage, "part": part, "num_parts": num_parts, "device": str(model.device),
                      "precision": model.precision, "ok": [], "skipped": [], "failed": {}, "seconds": {}}
+    records = OutputRecords(out, f"pseudolabel:{stage}")
     todo = []
     for case in cases:
         target = out / f"{case.case_id}.nii.gz"
         if case.error:
             summary["failed"][case.case_id] = case.error
-        elif not overwrite and output_is_valid(case.path, target):
+            continue
+        try:
+            action = records.decide(target, case.path, overwrite=overwrite).action
+        except (ForeignOutputError, OSError) as exc:
+            summary["failed"][case.case_id] = str(exc)
+            continue
+        if action == "skip":
             summary["skipped"].append(case.case_id)
         else:
             todo.append((case, target))
@@ -110,7 +93,8 @@ def pseudolabel_folder(
                 volume, read_s = current.result()
                 t0 = time.perf_counter()
                 labels = model.predict(volume.array, volume.spacing).labels.cpu().numpy()
-                write_labels(labels, volume.geometry, target)
+                records.write(target, case.path, partial(write_labels, labels, volume.geometry),
+                              info={"stage": stage})
                 summary["seconds"][case.case_id] = round(read_s + time.perf_counter() - t0, 3)
                 summary["ok"].append(case.case_id)
             except Exception as exc:  # one bad case must not stop the folder; reason is reported

@@ -84,14 +84,19 @@ def sliding_window(
     mirror_axes: Sequence[int] = (),
     acc_dtype: torch.dtype = torch.float32,
     pad_value: float = 0.0,
+    acc_device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Logits [C, Z, Y, X] of ``net_fn`` over a normalised [Z, Y, X] ``image`` (same device).
+    """Logits [C, Z, Y, X] of ``net_fn`` over a normalised [Z, Y, X] ``image``.
 
-    ``net_fn`` maps [B, 1, *patch] to [B, C, *patch]. Volumes smaller than the patch are padded
-    with ``pad_value`` and cropped back. Non-finite outputs are left for the caller to detect.
+    ``net_fn`` maps [B, 1, *patch] to [B, C, *patch] on the image's device. The logits (the
+    largest allocation: every class over the whole volume) are accumulated on ``acc_device``
+    (default: the image's device); the CPU there lets a GPU that ran out of memory still run the
+    tiles. Volumes smaller than the patch are padded with ``pad_value`` and cropped back.
+    Non-finite outputs are left for the caller to detect.
     """
     patch = tuple(int(p) for p in patch)
     device = image.device
+    acc_device = torch.device(acc_device) if acc_device is not None else device
     padded, crop = _pad_to_patch(image, patch, pad_value)
     shape = tuple(padded.shape)
     starts = [tile_starts(s, p, step) for s, p in zip(shape, patch, strict=True)]
@@ -99,7 +104,7 @@ def sliding_window(
     tile_w = None
     if weighting != "uniform":
         tile_w = (profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :])
-    acc = torch.zeros((num_classes, *shape), dtype=acc_dtype, device=device)
+    acc = torch.zeros((num_classes, *shape), dtype=acc_dtype, device=acc_device)
     boxes = [tuple(slice(s, s + p) for s, p in zip(corner, patch, strict=True)) for corner in itertools.product(*starts)]
     for i in range(0, len(boxes), max(1, batch_size)):
         group = boxes[i : i + max(1, batch_size)]
@@ -109,8 +114,8 @@ def sliding_window(
             raise ValueError(f"network returned {out.shape[1]} channels, expected {num_classes}")
         for j, box in enumerate(group):
             tile = out[j] if tile_w is None else out[j].float() * tile_w
-            acc[(slice(None), *box)] += tile.to(acc_dtype)
-    norm = [_normaliser(s, st, pr) for s, st, pr in zip(shape, starts, profiles, strict=True)]
+            acc[(slice(None), *box)] += tile.to(acc_device, acc_dtype)
+    norm = [_normaliser(s, st, pr).to(acc_device) for s, st, pr in zip(shape, starts, profiles, strict=True)]
     denom = norm[0][:, None, None] * norm[1][None, :, None] * norm[2][None, None, :]
     acc /= denom.to(acc_dtype)
     return acc[(slice(None), *crop)]

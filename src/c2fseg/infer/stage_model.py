@@ -11,6 +11,7 @@ callers always work in canonical (z, y, x) order.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 import pickle
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from c2fseg.device import resolve_device  # the one resolver; importable from here too
 from c2fseg.infer.normalize import CTNormalizer
 from c2fseg.infer.resample import chunk_rows, grid_shape, logits_to_labels, resample_image
 from c2fseg.infer.sliding import count_tiles, sliding_window
@@ -31,6 +33,7 @@ from c2fseg.weights import (
     DEFAULT_INFERENCE,
     PLANS_NAME,
     WeightsError,
+    check_input_orientation,
     load_manifest,
     resolve_configuration,
     stage_settings,
@@ -61,19 +64,6 @@ class StagePrediction:
 # ---------------------------------------------------------------------------------------------
 # Devices, precision, network
 # ---------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available else CPU; asking for CUDA without one is a clear error."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device!r} requested but this PyTorch has no usable CUDA GPU; use --device cpu "
-            "(or auto), or install a CUDA build of PyTorch"
-        )
-    return dev
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -263,10 +253,15 @@ class StageModel:
         verify: bool = True,
         **options,
     ) -> StageModel:
-        """Load ``weights/<stage>/`` (hashes verified); inference defaults come from the manifest."""
+        """Load ``weights/<stage>/`` (hashes verified); inference defaults come from the manifest.
+
+        Refuses (WeightsError) a manifest that does not record ``"input_orientation":
+        "canonical-LPS"``: the orientation the images it was trained on had, and the one fed here.
+        """
         import json
 
         manifest = load_manifest(stage_dir, verify=verify)
+        check_input_orientation(manifest)  # we feed canonical arrays; refuse stages not trained so
         folder = Path(manifest["stage_dir"])
         plans = json.loads((folder / PLANS_NAME).read_text())
         dataset_json = json.loads((folder / DATASET_NAME).read_text())
@@ -321,8 +316,10 @@ class StageModel:
     ) -> StagePrediction:
         """Segment a canonical HU volume [Z, Y, X] with voxel size ``spacing_zyx`` (mm).
 
-        On CUDA out-of-memory (only that error) it retries with one tile per batch and smaller
-        chunks, then on the CPU; the labels still come back on ``self.device``.
+        On CUDA out-of-memory (only that error) it retries on the same device with one tile per
+        batch, smaller resampling chunks and the full-volume logits accumulated in host memory,
+        then entirely on the CPU in fp32 (a CPU copy of the network made from host copies of the
+        weights); the labels still come back on ``self.device``.
         """
         ct_t = torch.from_numpy(np.ascontiguousarray(ct)) if isinstance(ct, np.ndarray) else ct
         if ct_t.dim() != 3 or min(ct_t.shape) < 1:
@@ -336,10 +333,11 @@ class StageModel:
                 raise ValueError(f"label {prob_label} is not predicted by the {self.stage} stage {self.channel_labels}")
             prob_channel = self.channel_labels.index(prob_label)
         fallbacks: list[str] = []
-        for device, tile_batch, shrink in self._attempts():
+        for device, tile_batch, shrink, acc_device in self._attempts():
             oom = False
             try:
-                pred = self._predict_once(ct_t, spacing, prob_channel, chunk_z, device, tile_batch, shrink)
+                pred = self._predict_once(ct_t, spacing, prob_channel, chunk_z, device, tile_batch, shrink,
+                                          acc_device)
             except torch.cuda.OutOfMemoryError:
                 oom = True
             if not oom:
@@ -348,25 +346,39 @@ class StageModel:
                     pred.labels = pred.labels.to(self.device)
                     pred.prob = None if pred.prob is None else pred.prob.to(self.device)
                 return pred
-            fallbacks.append(f"out of memory on {device} (tile batch {tile_batch}, chunk /{shrink})")
+            fallbacks.append(f"out of memory on {device} (tile batch {tile_batch}, chunk /{shrink}, "
+                             f"logits on {acc_device or device})")
             log.warning("%s stage: %s; retrying with less memory", self.stage, fallbacks[-1])
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         raise torch.cuda.OutOfMemoryError(f"{self.stage} stage ran out of memory even on the CPU: {fallbacks}")
 
-    def _attempts(self) -> list[tuple[torch.device, int, int]]:
-        """(device, tile batch, chunk divisor) to try in turn when memory runs out."""
+    def _attempts(self) -> list[tuple[torch.device, int, int, torch.device | None]]:
+        """(device, tile batch, chunk divisor, logits device) to try in turn when memory runs out.
+
+        The second try keeps the tiles on the GPU but moves the largest allocation, the logits of
+        every class over the whole model grid, to host memory; the last runs on the CPU.
+        """
+        cpu = torch.device("cpu")
         return [
-            (self.device, self.tile_batch, 1),
-            (self.device, 1, 4),
-            (torch.device("cpu"), 1, 4),
+            (self.device, self.tile_batch, 1, None),
+            (self.device, 1, 4, cpu if self.device.type != "cpu" else None),
+            (cpu, 1, 4, None),
         ]
+
+    def _precision_on(self, device: torch.device) -> str:
+        """The model's precision on its own device; fp32 on the CPU fallback of a GPU model.
+
+        A GPU model runs fp16; bf16 on the CPU would round differently again (about 3 significant
+        digits instead of 4), so the rare CPU retry uses fp32, the reference the others approximate.
+        """
+        return self.precision if device == self.device else "fp32"
 
     def _network_on(self, device: torch.device) -> torch.nn.Module:
         if device == self.device:
             return self.network
         if self._cpu_network is None:
-            self._cpu_network = copy.deepcopy(self.network).to(device).float().eval()
+            self._cpu_network = cpu_copy(self.network)
         return self._cpu_network
 
     def _chunk_z(self, requested: int | None, plane: int, device: torch.device, shrink: int) -> int:
@@ -384,19 +396,20 @@ class StageModel:
         device: torch.device,
         tile_batch: int,
         shrink: int,
+        acc_device: torch.device | None = None,
     ) -> StagePrediction:
         times: dict[str, float] = {}
         t0 = t = time.perf_counter()
         shape = tuple(int(s) for s in ct.shape)
         grid = self.model_grid(shape, spacing)
         budget = _CHUNK_BUDGET["cuda" if device.type == "cuda" else "cpu"] // (4 * shrink)
-        precision = self.precision if device == self.device else resolve_precision(self.precision_request, device)
+        precision = self._precision_on(device)
         with torch.inference_mode():
             in_chunk = chunk_rows(1, shape[1] * shape[2], budget)
             image = resample_image(ct, grid, device=device, chunk_z=in_chunk, prep=self.normalizer)
             t = _lap(times, "resample_in", t, device)
             logits, used_precision = self._logits(image.permute(*self.transpose_forward), device, tile_batch,
-                                                  precision)
+                                                  precision, acc_device)
             del image
             t = _lap(times, "sliding_window", t, device)
 
@@ -404,7 +417,7 @@ class StageModel:
         with torch.no_grad():
             logits = logits.permute(0, *(1 + a for a in self.transpose_backward))  # canonical order
             lut = torch.tensor(self.channel_labels, dtype=torch.uint8)
-            out_chunk = self._chunk_z(chunk_z, shape[1] * shape[2], device, shrink)
+            out_chunk = self._chunk_z(chunk_z, shape[1] * shape[2], logits.device, shrink)
             labels, prob = logits_to_labels(
                 logits, shape, lut, chunk_z=out_chunk, min_prob=self.min_prob, prob_channel=prob_channel
             )
@@ -420,11 +433,12 @@ class StageModel:
         return StagePrediction(labels=labels, prob=prob, timings=times, info=info)
 
     def _logits(
-        self, image: torch.Tensor, device: torch.device, tile_batch: int, precision: str
+        self, image: torch.Tensor, device: torch.device, tile_batch: int, precision: str,
+        acc_device: torch.device | None = None,
     ) -> tuple[torch.Tensor, str]:
         """Sliding-window logits; non-finite ones in reduced precision are redone once in fp32."""
         network = self._network_on(device)
-        logits = self._sliding(network, image, device, tile_batch, precision)
+        logits = self._sliding(network, image, device, tile_batch, precision, acc_device)
         if bool(torch.isfinite(logits).all()):
             return logits, precision
         if precision == "fp32":
@@ -433,13 +447,14 @@ class StageModel:
             )
         log.warning("%s stage: non-finite logits in %s, retrying in fp32", self.stage, precision)
         del logits
-        logits = self._sliding(network, image, device, tile_batch, "fp32")
+        logits = self._sliding(network, image, device, tile_batch, "fp32", acc_device)
         if not bool(torch.isfinite(logits).all()):
             raise NonFiniteOutputError(f"{self.stage} stage produced non-finite logits, also in fp32")
         return logits, "fp32"
 
     def _sliding(
-        self, network: torch.nn.Module, image: torch.Tensor, device: torch.device, tile_batch: int, precision: str
+        self, network: torch.nn.Module, image: torch.Tensor, device: torch.device, tile_batch: int, precision: str,
+        acc_device: torch.device | None = None,
     ) -> torch.Tensor:
         """Sliding-window logits in model axis order; fp16 accumulation only for fp16 + uniform."""
         cast = _AUTOCAST.get(precision)
@@ -461,6 +476,7 @@ class StageModel:
             weighting=self.weighting,
             mirror_axes=(0, 1, 2) if self.mirror else (),
             acc_dtype=acc,
+            acc_device=acc_device,
         )
 
     def __repr__(self) -> str:
@@ -468,6 +484,22 @@ class StageModel:
             f"StageModel(stage={self.stage!r}, spacing={self.spacing}, patch={self.patch_size}, "
             f"classes={self.num_classes}, device={self.device}, precision={self.precision}, step={self.step})"
         )
+
+
+def cpu_copy(network: torch.nn.Module) -> torch.nn.Module:
+    """An fp32 CPU copy of ``network`` built from host copies of its tensors.
+
+    ``copy.deepcopy`` of a CUDA module would first clone every weight on the GPU, which has just
+    run out of memory; here each parameter and buffer is copied to the host and handed to the
+    deep copy through its memo, so no tensor is cloned on the network's device.
+    """
+    memo: dict[int, object] = {}
+    for tensor in itertools.chain(network.parameters(), network.buffers()):
+        host = tensor.detach().to("cpu", copy=True)
+        if isinstance(tensor, torch.nn.Parameter):
+            host = torch.nn.Parameter(host, requires_grad=tensor.requires_grad)
+        memo[id(tensor)] = host
+    return copy.deepcopy(network, memo).float().eval()
 
 
 def _lap(times: dict[str, float], name: str, since: float, device: torch.device) -> float:

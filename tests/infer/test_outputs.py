@@ -1,0 +1,153 @@
+"""Output records: only files c2fseg wrote are skipped or replaced; foreign files never are."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from c2fseg.infer import outputs
+from c2fseg.infer.outputs import RECORD_DIR, ForeignOutputError, OutputRecords
+from c2fseg.io import make_geometry, write_labels, write_volume
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """An input CT, an output folder and a function writing a valid label map for it."""
+    geom = make_geometry((6, 7, 8), (2.0, 1.0, 1.0), (1.0, 2.0, 3.0))
+    inp = tmp_path / "in" / "a_0000.nii.gz"
+    inp.parent.mkdir()
+    write_volume(np.zeros((6, 7, 8), np.float32), geom, inp)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    labels = np.zeros((6, 7, 8), np.uint8)
+    labels[2:4, 2:4, 2:4] = 3
+
+    def write(path):
+        return write_labels(labels, geom, path)
+
+    return inp, out_dir / "a.nii.gz", write
+
+
+def test_new_then_recorded_output_is_skipped(setup):
+    inp, out, write = setup
+    records = OutputRecords(out.parent, "predict")
+    assert records.decide(out, inp).action == "new"
+    record = records.write(out, inp, write, info={"x": 1})
+    assert record["state"] == "done" and record["info"] == {"x": 1}
+    assert (out.parent / RECORD_DIR / "a.nii.gz.json").is_file()
+    decision = records.decide(out, inp)
+    assert decision.action == "skip" and decision.record["sha256"] == record["sha256"]
+    assert records.decide(out, inp, overwrite=True).action == "redo"
+    assert not list((out.parent / RECORD_DIR).glob("writing-*"))  # no temp file left behind
+
+
+def test_file_not_written_by_c2fseg_is_foreign_even_with_overwrite(setup):
+    inp, out, write = setup
+    write(out)  # e.g. a ground-truth label: valid header and values, but not ours
+    before = out.read_bytes()
+    records = OutputRecords(out.parent, "predict")
+    for overwrite in (False, True):
+        with pytest.raises(ForeignOutputError, match="a.nii.gz.*not written by c2fseg.*Move"):
+            records.decide(out, inp, overwrite=overwrite)
+    with pytest.raises(ForeignOutputError):
+        records.write(out, inp, write)
+    assert out.read_bytes() == before
+
+
+def test_modified_recorded_output_is_foreign(setup):
+    inp, out, write = setup
+    records = OutputRecords(out.parent, "predict")
+    records.write(out, inp, write)
+    out.write_bytes(out.read_bytes() + b"x")  # changed by someone else
+    with pytest.raises(ForeignOutputError, match="changed after c2fseg wrote it"):
+        records.decide(out, inp, overwrite=True)
+
+
+def test_same_content_with_new_mtime_is_still_ours(setup):
+    inp, out, write = setup
+    records = OutputRecords(out.parent, "predict")
+    records.write(out, inp, write)
+    st = out.stat()
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # e.g. copied without -p
+    assert records.decide(out, inp).action == "skip"
+
+
+def test_changed_input_or_other_producer_means_redo(setup):
+    inp, out, write = setup
+    OutputRecords(out.parent, "pseudolabel:coarse").write(out, inp, write)
+    assert OutputRecords(out.parent, "predict").decide(out, inp).action == "redo"
+    records = OutputRecords(out.parent, "predict")
+    records.write(out, inp, write)
+    st = inp.stat()
+    os.utime(inp, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert records.decide(out, inp).action == "redo"
+
+
+def test_invalid_recorded_output_is_redone(setup):
+    inp, out, write = setup
+    records = OutputRecords(out.parent, "predict")
+    records.write(out, inp, write)
+    assert records.decide(out, inp, valid=lambda o, i: False).action == "redo"
+
+
+def test_interrupted_write_leaves_a_file_the_next_run_owns(setup, monkeypatch):
+    inp, out, write = setup
+    records = OutputRecords(out.parent, "predict")
+    real = records._write
+
+    def crash_on_done(path, fields):
+        if fields["state"] == "done":
+            raise KeyboardInterrupt  # killed between the rename and the final record
+        return real(path, fields)
+
+    monkeypatch.setattr(records, "_write", crash_on_done)
+    with pytest.raises(KeyboardInterrupt):
+        records.write(out, inp, write)
+    assert out.is_file()
+    monkeypatch.undo()
+    assert OutputRecords(out.parent, "predict").decide(out, inp).action == "redo"
+
+
+def test_interrupted_write_does_not_adopt_a_foreign_file(setup, monkeypatch):
+    inp, out, write = setup
+    records = OutputRecords(out.parent, "predict")
+    real = records._write
+
+    def crash_on_done(path, fields):
+        if fields["state"] == "done":
+            raise KeyboardInterrupt
+        return real(path, fields)
+
+    monkeypatch.setattr(records, "_write", crash_on_done)
+    with pytest.raises(KeyboardInterrupt):
+        records.write(out, inp, write)
+    out.write_bytes(b"the user's own file")  # put there after the crash
+    with pytest.raises(ForeignOutputError):
+        OutputRecords(out.parent, "predict").decide(out, inp, overwrite=True)
+
+
+def test_failed_write_keeps_previous_output_and_record(setup):
+    inp, out, write = setup
+    records = OutputRecords(out.parent, "predict")
+    first = records.write(out, inp, write)
+
+    def failing(path):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        records.write(out, inp, failing)
+    assert records.read(out)["sha256"] == first["sha256"]
+    assert records.decide(out, inp).action == "skip"
+
+
+def test_input_identity_of_a_dicom_folder_tracks_its_files(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / "1.dcm").write_bytes(b"abc")
+    first = outputs.input_identity(folder)
+    (folder / "2.dcm").write_bytes(b"defg")
+    second = outputs.input_identity(folder)
+    assert first["size"] == 3 and second["size"] == 7
+    assert second["path"] == str(folder.resolve())
