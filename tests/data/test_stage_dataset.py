@@ -14,7 +14,10 @@ from c2fseg.data.stage_dataset import (
     annotated_organs,
     build_stage_dataset,
     coarse_target,
+    find_pseudo_label,
+    geometry_mismatch,
     organ_target,
+    skipped_reasons,
     tumor_target,
     zcrop_bounds,
 )
@@ -200,3 +203,133 @@ def test_build_is_resumable_and_drops_stale_cases(tmp_path):
     assert (out / "imagesTr" / "a_0000.nii.gz").stat().st_mtime_ns == mtime  # not rewritten
     assert not (out / "imagesTr" / "b_0000.nii.gz").exists()
     assert first["hash"] != second["hash"]
+
+
+# ----------------------------------------------------------------------------- empty targets
+
+
+def _organ_pseudo(organs=(3,)) -> np.ndarray:
+    pseudo = np.zeros(SHAPE, np.uint8)
+    for organ in organs:
+        pseudo[14, organ % 12, organ % 10] = organ
+    return pseudo
+
+
+def test_build_skips_and_reports_case_with_empty_target(tmp_path):
+    data, pseudo_dir = tmp_path / "data", tmp_path / "pseudo"
+    _case(data, "good", _full_labels(), label=False, pseudo=_organ_pseudo(), pseudo_dir=pseudo_dir)
+    # an unlabelled scan whose pseudo label found nothing: no organ-stage target at all
+    _case(data, "empty", _full_labels(), label=False, pseudo=np.zeros(SHAPE, np.uint8), pseudo_dir=pseudo_dir)
+    out = tmp_path / "raw"
+    rec = build_stage_dataset("organ", data, ["good", "empty"], out, pseudo_dir=pseudo_dir, progress=False)
+    assert sorted(rec["cases"]) == ["good"]
+    assert set(skipped_reasons(rec)) == {"empty"} and "empty organ target" in skipped_reasons(rec)["empty"]
+    assert not (out / "imagesTr" / "empty_0000.nii.gz").exists()
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 1
+    on_disk = json.loads((out / "c2fseg_build.json").read_text())
+    assert set(on_disk["skipped"]) == {"empty"}
+    # a rebuild keeps the skip without reading the case again; new labels bring the case back
+    again = build_stage_dataset("organ", data, ["good", "empty"], out, pseudo_dir=pseudo_dir, progress=False)
+    assert again["hash"] == rec["hash"] and set(again["skipped"]) == {"empty"}
+    _case(data, "empty", _full_labels(), label=False, pseudo=_organ_pseudo((1, 2)), pseudo_dir=pseudo_dir)
+    third = build_stage_dataset("organ", data, ["good", "empty"], out, pseudo_dir=pseudo_dir, progress=False)
+    assert sorted(third["cases"]) == ["empty", "good"] and not third["skipped"]
+
+
+def test_build_fails_only_when_no_case_is_left(tmp_path):
+    data, pseudo_dir = tmp_path / "data", tmp_path / "pseudo"
+    for case in ("e1", "e2"):
+        _case(data, case, _full_labels(), label=False, pseudo=np.zeros(SHAPE, np.uint8), pseudo_dir=pseudo_dir)
+    with pytest.raises(StageDatasetError, match="no case is left for the organ stage"):
+        build_stage_dataset("organ", data, ["e1", "e2"], tmp_path / "raw", pseudo_dir=pseudo_dir, progress=False)
+
+
+def test_coarse_case_with_only_tumor_is_skipped(tmp_path):
+    data = tmp_path / "data"
+    _case(data, "ok", _full_labels())
+    tumor_only = np.zeros(SHAPE, np.uint8)
+    tumor_only[10, 2, 2] = 14  # tumor becomes background in the coarse target
+    _case(data, "tumoronly", tumor_only)
+    rec = build_stage_dataset("coarse", data, ["ok", "tumoronly"], tmp_path / "raw", progress=False)
+    assert list(rec["cases"]) == ["ok"] and list(rec["skipped"]) == ["tumoronly"]
+
+
+# ----------------------------------------------------------------------------- geometry checks
+
+
+def test_pseudo_label_shifted_in_space_is_rejected(tmp_path):
+    data, pseudo_dir = tmp_path / "data", tmp_path / "pseudo"
+    _case(data, "a", _full_labels(), label=False)
+    shifted = make_geometry(SHAPE, SPACING, (1.0, 2.0, 3.0 + 5 * SPACING[0]), transpose=(2, 1, 0),
+                            flip=(True, False, True))  # same size, spacing and direction
+    write_volume(_organ_pseudo(), shifted, pseudo_dir / "a.nii.gz")
+    with pytest.raises(StageDatasetError, match="a: pseudo a.nii.gz does not match the image.*origin"):
+        build_stage_dataset("organ", data, ["a"], tmp_path / "raw", pseudo_dir=pseudo_dir, progress=False)
+
+
+def test_pseudo_label_stored_in_another_axis_order_is_accepted(tmp_path):
+    data, pseudo_dir = tmp_path / "data", tmp_path / "pseudo"
+    _case(data, "a", _full_labels(), label=False)  # image stored transposed + flipped
+    pseudo = _organ_pseudo((3, 5))
+    canonical = make_geometry(SHAPE, SPACING, (1.0, 2.0, 3.0))  # same grid, canonical voxel order
+    write_volume(pseudo, canonical, pseudo_dir / "a.nii.gz")
+    out = tmp_path / "raw"
+    rec = build_stage_dataset("organ", data, ["a"], out, pseudo_dir=pseudo_dir, margin=30, progress=False)
+    assert rec["cases"]["a"]["labels"] == [0, 3, 5]
+    assert np.array_equal(read_labels(out / "labelsTr" / "a.nii.gz").array, pseudo)
+
+
+def test_geometry_mismatch_names_the_difference():
+    base = make_geometry(SHAPE, SPACING, (1.0, 2.0, 3.0))
+    assert geometry_mismatch(base, make_geometry(SHAPE, SPACING, (1.0, 2.0, 3.0), transpose=(1, 2, 0))) is None
+    assert "shape" in geometry_mismatch(base, make_geometry((30, 12, 11), SPACING, (1.0, 2.0, 3.0)))
+    assert "spacing" in geometry_mismatch(base, make_geometry(SHAPE, (2.0, 1.0, 0.9), (1.0, 2.0, 3.0)))
+    assert "origin" in geometry_mismatch(base, make_geometry(SHAPE, SPACING, (1.5, 2.0, 3.0)))
+    assert geometry_mismatch(base, make_geometry(SHAPE, SPACING, (1.01, 2.0, 3.0))) is None  # < 0.1 voxel
+
+
+# ----------------------------------------------------------------------------- input paths
+
+
+def test_build_takes_paths_from_splits_and_reads_any_format(tmp_path):
+    data = tmp_path / "data"
+    lab = _full_labels()
+    geom = make_geometry(SHAPE, SPACING, (1.0, 2.0, 3.0))
+    ct = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 1200 - 1000).astype(np.int16)
+    write_volume(ct, geom, data / "imagesTr" / "m_0000.mha")
+    write_volume(lab, geom, data / "labelsTr" / "m.nrrd")
+    write_volume(ct, geom, data / "scans" / "other_0000.nii")  # a layout only splits.json knows
+    write_volume(lab, geom, data / "masks" / "other.nii.gz")
+    files = {"other": {"image": "scans/other_0000.nii", "label": "masks/other.nii.gz"}}
+    out = tmp_path / "raw"
+    rec = build_stage_dataset("coarse", data, ["m", "other"], out, progress=False, case_files=files)
+    assert sorted(rec["cases"]) == ["m", "other"]
+    assert rec["cases"]["m"]["sources"]["image"][0].endswith("m_0000.mha")
+    for case in ("m", "other"):  # the stage dataset itself is always .nii.gz
+        lo, hi = rec["cases"][case]["z_range"]
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "imagesTr" / f"{case}_0000.nii.gz")))
+        assert np.array_equal(written, ct[lo:hi])
+        assert (out / "labelsTr" / f"{case}.nii.gz").is_file()
+
+
+def test_splits_from_c2fseg_split_feed_the_build(tmp_path):
+    from c2fseg.data.groups import build_splits
+
+    data = tmp_path / "data"
+    geom = make_geometry(SHAPE, SPACING)
+    ct = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 1200 - 1000).astype(np.int16)
+    write_volume(ct, geom, data / "imagesTr" / "n_0000.nrrd")
+    write_volume(_full_labels(), geom, data / "labelsTr" / "n.nrrd")
+    splits = build_splits(data, folds=2, workers=1)
+    assert splits["stages"]["coarse"]["cases"] == ["n"]  # split accepts it ...
+    rec = build_stage_dataset("coarse", data, ["n"], tmp_path / "raw", progress=False,
+                              case_files=splits["cases"])  # ... and so does the stage build
+    assert list(rec["cases"]) == ["n"]
+
+
+def test_find_pseudo_label_any_extension_and_channel_name(tmp_path):
+    (tmp_path / "a.mha").write_bytes(b"x")
+    (tmp_path / "b_0000.nii.gz").write_bytes(b"x")
+    assert find_pseudo_label(tmp_path, "a") == tmp_path / "a.mha"
+    assert find_pseudo_label(tmp_path, "b") == tmp_path / "b_0000.nii.gz"
+    assert find_pseudo_label(tmp_path, "c") is None

@@ -114,3 +114,42 @@ def test_architecture_signature_changes_with_network_not_schedule():
     name = "c2fseg_coarse"
     assert architecture_signature(a, name) == architecture_signature(b, name)
     assert architecture_signature(a, name) != architecture_signature(c, name)
+
+
+def test_stage_resamples_ct_linearly_on_every_axis_like_inference():
+    np = pytest.importorskip("numpy")
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = _plans()
+    out = add_stage_configuration(plans, "coarse", resolve_settings("coarse", "tiny", {"spacing": (1.0, 1.0, 1.0)}))
+    conf = out["configurations"]["c2fseg_coarse"]
+    assert conf["resampling_fn_data_kwargs"] == {"is_seg": False, "order": 1, "order_z": 1, "force_separate_z": False}
+    assert conf["resampling_fn_probabilities_kwargs"]["order"] == 1
+    assert "resampling_fn_seg_kwargs" not in conf  # labels: nnU-Net's default, inherited from 3d_fullres
+    manager = PlansManager(out).get_configuration("c2fseg_coarse")
+    # anisotropic input (z 4 mm, xy 1 mm): nnU-Net's default would use nearest along z and cubic
+    # in-plane; ours must interpolate a ramp along z linearly
+    ramp = np.broadcast_to(np.arange(5, dtype=np.float32)[:, None, None] * 10.0, (5, 8, 8))[None].copy()
+    res = manager.resampling_fn_data(ramp, (17, 8, 8), [4.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    profile = res[0, :, 4, 4]
+    steps = np.diff(profile)
+    assert len(np.unique(np.round(profile, 3))) > 5  # not a staircase (nearest along z)
+    assert steps.min() >= -1e-4 and np.allclose(steps[3:-3], steps[3:-3].mean(), atol=1e-3)  # linear inside
+
+
+def test_resampling_setting_changes_the_preprocessed_data_identifier():
+    plans = _plans()
+    settings = resolve_settings("coarse", "tiny")
+    other = {**settings, "resampling": {**settings["resampling"],
+                                        "data": {**settings["resampling"]["data"], "order": 3}}}
+    a = add_stage_configuration(plans, "coarse", settings)["configurations"]["c2fseg_coarse"]
+    b = add_stage_configuration(plans, "coarse", other)["configurations"]["c2fseg_coarse"]
+    assert a["data_identifier"] != b["data_identifier"]
+
+
+def test_plans_use_the_shared_configuration_resolver():
+    from c2fseg.train import plans as plans_module
+    from c2fseg.weights import resolve_configuration
+
+    assert plans_module.resolve_configuration is resolve_configuration
+    assert not hasattr(plans_module, "resolved_configuration")

@@ -79,6 +79,7 @@ def test_tiny_train_exports_then_resumes(trained_once, tmp_path):
     assert _logs(work).count(": Epoch 0 \n") == 1 and _logs(work).count(": Epoch 1 \n") == 1
     assert stamp.stat().st_mtime_ns == stamp_mtime  # planning/preprocessing skipped
     assert load_manifest(weights / "coarse")["extra"]["epochs"] == 2
+    assert load_manifest(weights / "coarse.previous")["extra"]["epochs"] == 1  # kept, not deleted
 
     # a different network cannot continue that checkpoint: clear error, previous export kept
     with pytest.raises(TrainingError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from c2fseg.argtypes import existing_dir, existing_path, int_triple, positive_int, spacing_zyx
@@ -11,13 +12,14 @@ STAGE_CHOICES = ("coarse", "tumor", "organ")
 
 
 def fold_value(value: str) -> str | int:
-    """'all' or a fold number >= 0."""
+    """'all' or a fold number >= 0 (its upper limit comes from splits.json, checked later)."""
     if value == "all":
         return value
     try:
         k = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected 'all' or a fold number 0-4") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected 'all' or a fold number 0..K-1 (K = `c2fseg split --folds`)") from None
     if k < 0:
         raise argparse.ArgumentTypeError(f"{value!r}: fold numbers start at 0")
     return k
@@ -34,20 +36,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "preprocess with nnU-Net, train with c2fseg's trainer and export WEIGHTS/<stage>/ "
             "(plans.json, dataset.json, checkpoint_final.pth, manifest.json). Re-running the same "
             "command resumes: finished steps are skipped and training continues from the latest "
-            "checkpoint. Train coarse first: tumor and organ use it for pseudo labels."
+            "checkpoint. Train coarse first: tumor and organ use it for pseudo labels. "
+            "Cases whose target is empty (no label of the stage) are skipped and listed; training "
+            "stops only when no case is left. "
+            "An existing WEIGHTS/<stage>/ is never deleted: it is moved to WEIGHTS/<stage>.previous/ "
+            "(the path is printed). An older <stage>.previous/ is replaced only if it is an intact "
+            "c2fseg export (valid manifest.json); otherwise training refuses to start until you move it."
         ),
-        epilog="Example: c2fseg train coarse --data DATA --splits splits.json --work work --tiny",
+        epilog=(
+            "Example: c2fseg train coarse --data DATA --splits splits.json --work work --tiny. "
+            "Exit codes: 0 ok; 1 training crashed (rerun the same command to resume); 2 bad data, "
+            "settings or folders (the message says what to fix); 130 interrupted."
+        ),
     )
     p.add_argument("stage", choices=STAGE_CHOICES, help="which stage to train")
-    p.add_argument("--data", required=True, type=existing_dir, help="FLARE23-style data folder (imagesTr/, labelsTr/)")
+    p.add_argument("--data", required=True, type=existing_dir,
+                   help="FLARE23-style data folder (imagesTr/, labelsTr/); files as listed in --splits")
     p.add_argument("--splits", required=True, type=existing_path, help="splits.json from `c2fseg split`")
     p.add_argument("--work", required=True, type=Path, help="work folder for nnU-Net data, checkpoints and logs")
-    p.add_argument("--weights", type=Path, default=Path("weights"), help="weights folder to export into (default ./weights)")
-    p.add_argument("--fold", type=fold_value, default="all", help="'all' (default: train on every case) or a fold 0-4")
+    p.add_argument("--weights", type=Path, default=Path("weights"),
+                   help="weights folder to export into (default ./weights); an existing <stage>/ there "
+                        "is moved to <stage>.previous/")
+    p.add_argument("--fold", type=fold_value, default="all",
+                   help="'all' (default: train on every case) or a fold number 0..K-1, where K is the "
+                        "number of folds in splits.json (`c2fseg split --folds`, default 5)")
     p.add_argument("--tiny", action="store_true",
                    help="tiny CPU configuration (4-stage 8-64 feature network, short AdamW schedule)")
     p.add_argument("--pseudo-labels", type=existing_dir, default=None, metavar="DIR",
-                   help="organ pseudo labels <case>.nii.gz (tumor/organ stages); default: made with the trained coarse model")
+                   help="organ pseudo labels for the tumor and organ stages, one file per case named "
+                        "<case>.nii.gz or <case>_0000.nii.gz (other image formats c2fseg reads work too); "
+                        "ignored for the coarse stage. Default: made with the trained coarse model "
+                        "(WEIGHTS/coarse)")
     p.add_argument("--spacing", type=spacing_zyx, default=None, metavar="Z,Y,X", help="target spacing in mm")
     p.add_argument("--patch", type=int_triple, default=None, metavar="Z,Y,X", help="patch size in voxels")
     p.add_argument("--features", type=positive_int, default=None, metavar="N", help="features of the first network stage")
@@ -56,14 +75,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device (default auto)")
     p.add_argument("--num-gpus", type=positive_int, default=1, metavar="N", help="GPUs for DDP training (default 1)")
     p.add_argument("--no-resume", action="store_true",
-                   help="start training from scratch (deletes this stage's previous training output)")
+                   help="start training from scratch (deletes this stage's previous training output in "
+                        "WORK; exported weights are kept as described above)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from c2fseg.cli import UsageError
+    from c2fseg.cli import EXIT_ERROR, UsageError
     from c2fseg.data.stage_dataset import StageDatasetError
-    from c2fseg.train.run import TrainingError, train_stage
+    from c2fseg.train.run import TrainingError, TrainingInputError, train_stage
 
     overrides = {"spacing": args.spacing, "patch": args.patch, "features": args.features,
                  "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch}
@@ -74,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
             pseudo_labels=args.pseudo_labels, device=args.device, num_gpus=args.num_gpus,
             resume=not args.no_resume,
         )
-    except (StageDatasetError, TrainingError, ValueError, FileNotFoundError) as exc:
+    except (StageDatasetError, TrainingInputError) as exc:  # data or settings: the user fixes them
         raise UsageError(str(exc)) from None
+    except TrainingError as exc:  # training crashed: not a usage error
+        print(f"c2fseg train: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     print(f"weights written to {out}")
     return 0

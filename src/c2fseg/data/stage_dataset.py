@@ -20,6 +20,13 @@ so no target ever labels an unannotated organ as background. The merge rules are
 3. pseudo labels only add organs that the case does not annotate, and only on voxels that are
    ground-truth background.
 
+A case whose target is empty (no label of the stage, e.g. an unlabelled scan whose coarse pseudo
+label found nothing) is skipped and reported in the build record's ``skipped`` entry; the build
+fails only when no case is left.
+
+Input paths come from the splits document (``splits["cases"][case]["image"/"label"]``, any image
+format c2fseg reads); the stage dataset itself is always written as ``.nii.gz``.
+
 Every case is written in canonical orientation (``c2fseg.io``: axes z, y, x toward Superior,
 Posterior, Left) with an identity direction, cropped along z to its labelled slices plus a margin,
 so that all cases share one axis order and the plans' axes are the canonical axes.
@@ -30,24 +37,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from c2fseg.fileutil import write_json_atomic
 from c2fseg.labels import LABELS, ORGANS, STAGE_LABELS, TUMOR, check_stage
 
 #: Bumped when the merge rules or the file layout change, so old builds are redone.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 IMAGE_SUFFIX = "_0000.nii.gz"
 LABEL_SUFFIX = ".nii.gz"
 RECORD = "c2fseg_build.json"
+#: Geometry tolerances between an image and its label/pseudo label: spacing (relative) and
+#: canonical origin (fraction of the voxel size along each axis).
+SPACING_RTOL = 1e-3
+ORIGIN_VOXEL_TOL = 0.1
 
 
 class StageDatasetError(ValueError):
     """The data folder cannot be used for a stage; the message lists the cases and the fix."""
+
+
+class EmptyTargetError(ValueError):
+    """A case has no label of the stage in its target: it is skipped, not fatal."""
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -182,35 +197,78 @@ class CaseSources:
         return sig
 
 
-def find_pseudo_label(folder: Path, case: str) -> Path | None:
-    """``<case>.nii.gz`` (or ``<case>_0000.nii.gz``) in a pseudo-label folder, if present."""
-    for name in (case + LABEL_SUFFIX, case + IMAGE_SUFFIX):
-        if (folder / name).is_file():
-            return folder / name
+def _find_any_extension(folder: Path, stem: str) -> Path | None:
+    """``folder/<stem>.<ext>`` for the first supported image extension present, if any."""
+    from c2fseg.io.formats import IMAGE_EXTENSIONS
+
+    for ext in IMAGE_EXTENSIONS:
+        if (folder / (stem + ext)).is_file():
+            return folder / (stem + ext)
     return None
 
 
-def case_sources(data_dir: Path, cases: Iterable[str], pseudo_dir: Path | None) -> list[CaseSources]:
-    """Locate the image, label and pseudo label of every case (missing files are None)."""
+def find_pseudo_label(folder: Path, case: str) -> Path | None:
+    """``<case>.<ext>`` (or ``<case>_0000.<ext>``) in a pseudo-label folder, if present.
+
+    ``<ext>`` is any image format c2fseg reads (.nii.gz first).
+    """
+    for stem in (case, case + "_0000"):
+        found = _find_any_extension(folder, stem)
+        if found is not None:
+            return found
+    return None
+
+
+def case_sources(data_dir: Path, cases: Iterable[str], pseudo_dir: Path | None,
+                 case_files: Mapping[str, Mapping] | None = None) -> list[CaseSources]:
+    """Locate the image, label and pseudo label of every case (missing files are None).
+
+    ``case_files`` is the splits document's ``cases`` entry: ``{case: {"image": rel, "label":
+    rel or None}}`` with paths relative to ``data_dir`` (what ``c2fseg split`` found, any
+    extension). Cases not in it are looked up as ``imagesTr/<case>_0000.<ext>`` and
+    ``labelsTr/<case>.<ext>``.
+    """
     out = []
     for case in cases:
-        label = data_dir / "labelsTr" / (case + LABEL_SUFFIX)
+        entry = (case_files or {}).get(case)
+        if entry is not None and entry.get("image"):
+            image = data_dir / entry["image"]
+            label = data_dir / entry["label"] if entry.get("label") else None
+        else:
+            image = _find_any_extension(data_dir / "imagesTr", case + "_0000") or \
+                data_dir / "imagesTr" / (case + IMAGE_SUFFIX)
+            label = _find_any_extension(data_dir / "labelsTr", case)
         out.append(CaseSources(
             case=case,
-            image=data_dir / "imagesTr" / (case + IMAGE_SUFFIX),
-            label=label if label.is_file() else None,
+            image=image,
+            label=label if label is not None and label.is_file() else None,
             pseudo=find_pseudo_label(pseudo_dir, case) if pseudo_dir is not None else None,
         ))
     return out
 
 
-def _header(path: Path) -> tuple[tuple, tuple]:
-    import SimpleITK as sitk
+def geometry_mismatch(image_geom, other_geom) -> str | None:
+    """Why two files' voxel grids differ in canonical form, or None when they match.
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return tuple(reader.GetSize()), tuple(reader.GetSpacing())
+    Compares canonical shape, spacing and origin (from ``c2fseg.io.read_geometry``), so a label
+    stored in another but equivalent axis order matches its image, while one shifted in space
+    does not.
+    """
+    shape, o_shape = tuple(image_geom.canonical_shape), tuple(other_geom.canonical_shape)
+    if shape != o_shape:
+        return f"canonical shape {o_shape} but the image has {shape}"
+    spacing = np.array(image_geom.canonical_spacing, dtype=float)
+    o_spacing = np.array(other_geom.canonical_spacing, dtype=float)
+    if not np.allclose(o_spacing, spacing, rtol=SPACING_RTOL, atol=1e-4):
+        return (f"spacing {tuple(round(float(v), 4) for v in o_spacing)} but the image has "
+                f"{tuple(round(float(v), 4) for v in spacing)}")
+    origin = np.array(image_geom.canonical_origin, dtype=float)
+    o_origin = np.array(other_geom.canonical_origin, dtype=float)
+    tol = ORIGIN_VOXEL_TOL * spacing[::-1]  # canonical_origin is world x, y, z; spacing is z, y, x
+    if np.any(np.abs(o_origin - origin) > tol):
+        return (f"origin {tuple(round(float(v), 3) for v in o_origin)} but the image has "
+                f"{tuple(round(float(v), 3) for v in origin)} (shifted in space)")
+    return None
 
 
 def check_sources(stage: str, sources: list[CaseSources]) -> None:
@@ -219,6 +277,8 @@ def check_sources(stage: str, sources: list[CaseSources]) -> None:
     Raises StageDatasetError listing every problem case (label values are checked while
     building, because they need the whole volume).
     """
+    from c2fseg.io.image import ImageReadError, read_geometry
+
     problems: list[str] = []
     needs_label = stage in ("coarse", "tumor")
     needs_pseudo = stage in ("tumor", "organ")
@@ -231,19 +291,16 @@ def check_sources(stage: str, sources: list[CaseSources]) -> None:
         if needs_pseudo and src.pseudo is None:
             problems.append(f"{src.case}: no pseudo label file")
         try:
-            size, spacing = _header(src.image)
+            geom = read_geometry(src.image)
             for kind in ("label", "pseudo"):
                 other = getattr(src, kind)
                 if other is None:
                     continue
-                o_size, o_spacing = _header(other)
-                if o_size != size or not np.allclose(o_spacing, spacing, rtol=1e-3, atol=1e-4):
-                    problems.append(
-                        f"{src.case}: {kind} {other.name} has size {o_size} spacing "
-                        f"{tuple(round(s, 4) for s in o_spacing)} but the image has size {size} "
-                        f"spacing {tuple(round(s, 4) for s in spacing)}"
-                    )
-        except RuntimeError as exc:
+                why = geometry_mismatch(geom, read_geometry(other))
+                if why is not None:
+                    problems.append(f"{src.case}: {kind} {other.name} does not match the image "
+                                    f"{src.image.name}: {why}")
+        except ImageReadError as exc:
             problems.append(f"{src.case}: unreadable file ({exc})")
     if problems:
         raise StageDatasetError(_problem_report(stage, problems))
@@ -279,7 +336,10 @@ def _ct_for_writing(ct: np.ndarray) -> np.ndarray:
 
 
 def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int) -> dict:
-    """Write one case's canonical, z-cropped image and target; return its summary."""
+    """Write one case's canonical, z-cropped image and target; return its summary.
+
+    Raises EmptyTargetError (nothing written) when the target has no label of the stage.
+    """
     from c2fseg.io.image import ImageReadError, read_image, read_labels, write_volume
 
     ct = read_image(src.image)
@@ -290,7 +350,8 @@ def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int) -> dict
             raise ImageReadError(f"{src.case}: {name} shape {arr.shape} differs from image {ct.shape}")
     target = stage_target(stage, gt, pseudo)
     if not target.any():
-        raise ImageReadError(f"{src.case}: no {stage} labels in this case")
+        used = " and ".join(n for n, a in (("label", gt), ("pseudo label", pseudo)) if a is not None)
+        raise EmptyTargetError(f"empty {stage} target: its {used} hold(s) no {stage}-stage label")
     bounds = zcrop_bounds(target, margin)
     geom = _canonical_geometry(
         (bounds[1] - bounds[0], *ct.shape[1:]), ct.spacing, _cropped_origin(ct, bounds[0])
@@ -298,14 +359,6 @@ def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int) -> dict
     write_volume(_ct_for_writing(crop_z(ct.array, bounds)), geom, out_dir / "imagesTr" / (src.case + IMAGE_SUFFIX))
     write_volume(crop_z(target, bounds), geom, out_dir / "labelsTr" / (src.case + LABEL_SUFFIX))
     return {"z_range": list(bounds), "labels": sorted(int(v) for v in np.unique(target))}
-
-
-def _write_json(path: Path, data: Mapping) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _load_record(out_dir: Path) -> dict:
@@ -317,12 +370,17 @@ def _load_record(out_dir: Path) -> dict:
 
 def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable[str],
                         out_dir: str | os.PathLike, *, pseudo_dir: str | os.PathLike | None = None,
-                        margin: int = 10, progress: bool = True) -> dict:
+                        margin: int = 10, progress: bool = True,
+                        case_files: Mapping[str, Mapping] | None = None) -> dict:
     """Write ``out_dir`` (imagesTr, labelsTr, dataset.json) for ``stage`` from ``cases``.
 
+    ``case_files`` is the splits document's ``cases`` entry (image/label paths relative to
+    ``data_dir``); without it the usual ``imagesTr/<case>_0000.<ext>`` names are looked up.
     Resumable: a case whose inputs are unchanged since the last build is not rewritten.
-    Cases of a previous build that are no longer listed are removed. Returns the build record
-    (per case summary plus a ``hash`` of the whole dataset used to decide whether planning and
+    Cases of a previous build that are no longer listed are removed. A case whose target is
+    empty is skipped and listed in the record's ``skipped`` ({case: reason}); only when no case
+    is left does the build fail. Returns the build record (per case summary under ``cases``,
+    ``skipped``, and a ``hash`` of the whole dataset used to decide whether planning and
     preprocessing are up to date). Raises StageDatasetError listing every bad case.
     """
     from tqdm import tqdm
@@ -335,12 +393,14 @@ def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable
     cases = sorted(dict.fromkeys(cases))
     if not cases:
         raise StageDatasetError(f"no training cases for the {stage} stage (check splits.json)")
-    sources = case_sources(data_dir, cases, pseudo)
+    sources = case_sources(data_dir, cases, pseudo, case_files)
     check_sources(stage, sources)
 
     old = _load_record(out_dir)
-    old_cases = old.get("cases", {}) if old.get("version") == BUILD_VERSION and old.get("margin") == margin else {}
-    record: dict = {"version": BUILD_VERSION, "stage": stage, "margin": margin, "cases": {}}
+    same_build = old.get("version") == BUILD_VERSION and old.get("margin") == margin
+    old_cases = old.get("cases", {}) if same_build else {}
+    old_skipped = old.get("skipped", {}) if same_build else {}
+    record: dict = {"version": BUILD_VERSION, "stage": stage, "margin": margin, "cases": {}, "skipped": {}}
     problems = []
     for src in tqdm(sources, desc=f"{stage} dataset", unit="case", disable=not progress):
         sig = src.signature()
@@ -350,18 +410,35 @@ def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable
         if prev is not None and prev.get("sources") == sig and done:
             record["cases"][src.case] = prev
             continue
+        if old_skipped.get(src.case, {}).get("sources") == sig:
+            record["skipped"][src.case] = old_skipped[src.case]
+            continue
         try:
             record["cases"][src.case] = {"sources": sig, **build_case(stage, src, out_dir, margin)}
+        except EmptyTargetError as exc:
+            record["skipped"][src.case] = {"sources": sig, "reason": str(exc)}
         except (ImageReadError, ValueError) as exc:
             problems.append(f"{src.case}: {exc}")
     if problems:
-        _write_json(out_dir / RECORD, record)  # keep finished cases for the next attempt
+        write_json_atomic(out_dir / RECORD, record)  # keep finished cases for the next attempt
         raise StageDatasetError(_problem_report(stage, problems))
-    _remove_stale_cases(out_dir, set(cases))
+    _remove_stale_cases(out_dir, set(record["cases"]))
+    if not record["cases"]:
+        write_json_atomic(out_dir / RECORD, record)
+        raise StageDatasetError(
+            f"no case is left for the {stage} stage: all {len(cases)} case(s) have an empty target "
+            f"(first: {next(iter(record['skipped']))}: {next(iter(record['skipped'].values()))['reason']}). "
+            "Check the labels (and pseudo labels) of these cases."
+        )
     record["hash"] = hashlib.sha256(json.dumps(record["cases"], sort_keys=True).encode()).hexdigest()
-    _write_json(out_dir / "dataset.json", stage_dataset_json(stage, len(cases)))
-    _write_json(out_dir / RECORD, record)
+    write_json_atomic(out_dir / "dataset.json", stage_dataset_json(stage, len(record["cases"])))
+    write_json_atomic(out_dir / RECORD, record)
     return record
+
+
+def skipped_reasons(record: Mapping) -> dict[str, str]:
+    """{case: reason} of the cases a build record skipped (empty targets)."""
+    return {case: entry["reason"] for case, entry in sorted(record.get("skipped", {}).items())}
 
 
 def _remove_stale_cases(out_dir: Path, keep: set[str]) -> None:

@@ -6,6 +6,12 @@ configuration ``c2fseg_<stage>`` that inherits from the planned ``3d_fullres``: 
 patch size, network depth/width and batch size replace the planned ones, and the training
 schedule is stored under the configuration's ``c2fseg`` key, where our trainer reads it. So a
 stage's plans file fully describes how it was trained and how to rebuild its network.
+
+Resampling: the planned 3d_fullres resamples CT with cubic splines, and with nearest neighbour
+along z when the spacing is anisotropic (z > 3x in-plane). c2fseg's inference resamples CT
+trilinearly on every axis (on the device), so the stage configuration sets nnU-Net's data (and
+probability) resampling to order 1 on every axis, so the network sees at inference the same kind
+of input it was trained on. Training labels keep nnU-Net's default label resampling.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from importlib import resources
 import numpy as np
 
 from c2fseg.labels import check_stage
+from c2fseg.weights import resolve_configuration
 
 PLANS_IDENTIFIER = "nnUNetPlans"
 BASE_CONFIGURATION = "3d_fullres"
 
 #: Settings that change the preprocessed data (a change means "preprocess again").
-PREPROCESSING_KEYS = ("spacing",)
+PREPROCESSING_KEYS = ("spacing", "resampling")
 #: Settings that change the network or its inputs (a change means "cannot resume").
 ARCHITECTURE_KEYS = ("spacing", "patch", "n_stages", "features", "max_features", "batch_size")
 
@@ -66,6 +73,7 @@ def resolve_settings(stage: str, config: str = "default", overrides: Mapping | N
             raise ValueError(f"unknown training setting {key!r}; valid: {', '.join(sorted(settings))}")
         settings[key] = list(value) if isinstance(value, tuple) else value
     settings["z_margin"] = int(defaults.get("z_margin_slices", 10))
+    settings["resampling"] = copy.deepcopy(defaults["resampling"])
     _check_settings(settings)
     return settings
 
@@ -86,18 +94,6 @@ def settings_hash(settings: Mapping, keys: tuple[str, ...]) -> str:
     """Short hash of the chosen settings (to name data folders and detect changes)."""
     sub = {k: settings.get(k) for k in keys}
     return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def resolved_configuration(plans: Mapping, name: str) -> dict:
-    """A plans configuration with ``inherits_from`` resolved (shallow, like nnU-Net)."""
-    confs = plans["configurations"]
-    conf = copy.deepcopy(confs[name])
-    parent = conf.pop("inherits_from", None)
-    if parent is None:
-        return conf
-    base = resolved_configuration(plans, parent)
-    base.update(conf)
-    return base
 
 
 def network_topology(spacing, patch, n_stages: int, min_edge: int = 4) -> tuple[list, list, list[int]]:
@@ -126,7 +122,7 @@ def _fit_patch(patch, median_shape) -> list[int]:
 
 def stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
     """The ``c2fseg_<stage>`` configuration for ``plans`` (from nnU-Net's planner) and settings."""
-    base = resolved_configuration(plans, BASE_CONFIGURATION)
+    base = resolve_configuration(plans, BASE_CONFIGURATION)
     base_spacing = np.array(base["spacing"], dtype=float)
     if settings.get("spacing") is not None:
         spacing = np.array(settings["spacing"], dtype=float)
@@ -149,7 +145,8 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
         "n_conv_per_stage_decoder": [2] * (n - 1),
     })
     spacing_list = [float(round(s, 6)) for s in spacing]
-    tag = settings_hash({"spacing": spacing_list}, PREPROCESSING_KEYS)
+    resampling = settings.get("resampling") or load_defaults()["resampling"]
+    tag = settings_hash({"spacing": spacing_list, "resampling": resampling}, PREPROCESSING_KEYS)
     training_keys = ("epochs", "iters_per_epoch", "val_iters_per_epoch", "optimizer", "lr",
                      "weight_decay", "cpu_bf16", "save_every", "final_validation")
     return {
@@ -159,6 +156,10 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
         "patch_size": patch,
         "batch_size": int(settings["batch_size"]),
         "architecture": arch,
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": dict(resampling["data"]),
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": dict(resampling["probabilities"]),
         "c2fseg": {
             "stage": stage,
             "settings": dict(settings),
@@ -176,7 +177,7 @@ def add_stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> di
 
 def architecture_signature(plans: Mapping, name: str) -> str:
     """Hash of what a checkpoint depends on (network, patch, spacing, normalisation, labels)."""
-    conf = resolved_configuration(plans, name)
+    conf = resolve_configuration(plans, name)
     sub = {k: conf.get(k) for k in ("architecture", "patch_size", "spacing", "normalization_schemes")}
     sub["intensity"] = plans.get("foreground_intensity_properties_per_channel")
     sub["transpose"] = plans.get("transpose_forward")

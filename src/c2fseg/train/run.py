@@ -7,14 +7,19 @@
     WORK/nnUNet_results/Dataset90X_.../            checkpoints and logs (resumed on re-run)
     WORK/pseudo_labels/coarse-<checkpoint hash>/   coarse-model pseudo labels (reused)
     WORK/jobs/<stage>/                              job and result files of the worker process
+    WEIGHTS/<stage>/                                the export (plans, dataset.json, checkpoint, manifest)
+    WEIGHTS/<stage>.previous/                       the export it replaced (kept, never deleted silently)
 
 Every step is skipped when its output is up to date, so re-running a command continues where
 it stopped. The nnU-Net part runs in a separate process (``c2fseg.train.worker``).
+
+Errors: :class:`TrainingInputError` (bad data, settings or folders: the user can fix them; the
+CLI exits 2) is a :class:`TrainingError`; any other TrainingError means training itself crashed
+(exit 1).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,12 +29,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from c2fseg.fileutil import sha256_file, write_json_atomic
 from c2fseg.labels import check_stage
 from c2fseg.train import plans as stage_plans
 
+#: Suffix of the folder that keeps the export a new one replaced: ``weights/<stage>.previous``.
+PREVIOUS_SUFFIX = ".previous"
+#: Exit code of the worker process for errors in the job's data or settings (not a crash).
+WORKER_INPUT_ERROR = 2
+
 
 class TrainingError(RuntimeError):
-    """Training could not run; the message says why and what to do."""
+    """Training could not run or crashed; the message says why and what to do."""
+
+
+class TrainingInputError(TrainingError):
+    """The data, settings or folders given cannot be used (fixable by the user; CLI exit 2)."""
 
 
 def stage_cases(splits: dict, stage: str) -> list[str]:
@@ -37,12 +52,18 @@ def stage_cases(splits: dict, stage: str) -> list[str]:
     try:
         return list(splits["stages"][stage]["cases"])
     except KeyError:
-        raise TrainingError(f"splits have no case list for stage {stage!r}; recreate them with `c2fseg split`") from None
+        raise TrainingInputError(f"splits have no case list for stage {stage!r}; recreate them with `c2fseg split`") from None
 
 
-def nnunet_folds(splits: dict, stage: str) -> list[dict]:
-    """The stage's k folds in nnU-Net's splits_final.json form."""
-    return [{"train": list(f["train"]), "val": list(f["val"])} for f in splits["stages"][stage]["folds"]]
+def nnunet_folds(splits: dict, stage: str, keep: set[str] | None = None) -> list[dict]:
+    """The stage's k folds in nnU-Net's splits_final.json form, restricted to ``keep`` if given.
+
+    Cases the stage dataset skipped (empty targets) must not appear: nnU-Net would look for them.
+    """
+    folds = [{"train": list(f["train"]), "val": list(f["val"])} for f in splits["stages"][stage]["folds"]]
+    if keep is None:
+        return folds
+    return [{k: [c for c in f[k] if c in keep] for k in ("train", "val")} for f in folds]
 
 
 def _check_fold(fold, splits: dict, stage: str):
@@ -51,17 +72,24 @@ def _check_fold(fold, splits: dict, stage: str):
     k = int(fold)
     n = len(splits["stages"][stage]["folds"])
     if not 0 <= k < n:
-        raise ValueError(f"fold {k} does not exist: the splits have folds 0-{n - 1} (or use 'all')")
+        raise TrainingInputError(f"fold {k} does not exist: the splits have {n} folds for the {stage} stage, "
+                                 f"0-{n - 1} (`c2fseg split --folds`), or use 'all'")
     return k
 
 
 def _link_images(data_dir: Path, cases: list[str], splits: dict, out: Path) -> Path:
-    """A folder of links to the images of ``cases`` (inputs for pseudo labelling)."""
+    """A folder of links to the images of ``cases`` (inputs for pseudo labelling).
+
+    Each link keeps its image's extension (``<case>_0000.nrrd`` links to an .nrrd file), so the
+    image is read in its own format.
+    """
+    from c2fseg.io.formats import image_extension
+
     out.mkdir(parents=True, exist_ok=True)
     for case in cases:
         rel = splits.get("cases", {}).get(case, {}).get("image") or f"imagesTr/{case}_0000.nii.gz"
         src = (data_dir / rel).resolve()
-        dst = out / f"{case}_0000.nii.gz"
+        dst = out / f"{case}_0000{image_extension(src) or '.nii.gz'}"
         if dst.is_symlink() or dst.exists():
             continue
         try:
@@ -71,14 +99,6 @@ def _link_images(data_dir: Path, cases: list[str], splits: dict, out: Path) -> P
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: dict, work_dir: Path,
                          weights_dir: Path, device: str) -> Path:
     """Pseudo labels of ``cases`` from the trained coarse model, made once and reused.
@@ -86,58 +106,121 @@ def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: d
     They live in a folder named after the coarse checkpoint's hash, so retraining the coarse
     model gives new pseudo labels instead of silently reusing stale ones.
     """
+    from c2fseg.device import DeviceError
     from c2fseg.infer.pseudolabel import pseudolabel_folder
+    from c2fseg.io.errors import FolderError
+    from c2fseg.weights import WeightsError
 
     ckpt = weights_dir / "coarse" / "checkpoint_final.pth"
     if not ckpt.is_file():
-        raise TrainingError(
+        raise TrainingInputError(
             f"{ckpt} is missing: train the coarse stage first (`c2fseg train coarse ...`) or pass "
             "--pseudo-labels with organ pseudo labels for these cases"
         )
-    out = work_dir / "pseudo_labels" / f"coarse-{_sha256(ckpt)[:12]}"
+    out = work_dir / "pseudo_labels" / f"coarse-{sha256_file(ckpt)[:12]}"
     # a folder of links to exactly this stage's images; finished outputs are skipped on re-runs
     inputs = work_dir / "pseudo_inputs" / stage
     if inputs.exists():
         shutil.rmtree(inputs)
     _link_images(data_dir, cases, splits, inputs)
-    summary = pseudolabel_folder("coarse", weights_dir, inputs, out, device=device)
+    try:
+        summary = pseudolabel_folder("coarse", weights_dir, inputs, out, device=device)
+    except (WeightsError, FolderError, DeviceError) as exc:  # unusable weights, folders or device
+        raise TrainingInputError(f"cannot pseudo-label the {stage} cases with {weights_dir / 'coarse'}: {exc}") from None
     if summary["failed"]:
         failed = "\n  ".join(f"{c}: {r}" for c, r in sorted(summary["failed"].items()))
         raise TrainingError(f"pseudo labelling failed for {len(summary['failed'])} case(s):\n  {failed}")
     return out
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def _run_worker(job: dict, job_dir: Path) -> dict:
     """Run the nnU-Net worker process on ``job``; return its result."""
     job_file = job_dir / "job.json"
-    _write_json(job_file, job)
-    (job_dir / "result.json").unlink(missing_ok=True)
+    write_json_atomic(job_file, job)
+    result_file = job_dir / "result.json"
+    result_file.unlink(missing_ok=True)
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run([sys.executable, "-m", "c2fseg.train.worker", str(job_file)], env=env)
-    if proc.returncode == 2:
-        raise TrainingError(f"training of {job['stage']} stopped (see the message above)")
+    if proc.returncode == WORKER_INPUT_ERROR:
+        raise TrainingInputError(f"training of {job['stage']} stopped (see the message above)")
     if proc.returncode != 0:
-        raise TrainingError(f"the training worker failed with exit code {proc.returncode} (see the log above)")
-    result = json.loads((job_dir / "result.json").read_text())
-    return result["result"]
+        raise TrainingError(f"the training worker failed with exit code {proc.returncode} (see the log above); "
+                            "rerun the same command to resume from the last checkpoint")
+    try:
+        return json.loads(result_file.read_text())["result"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainingError(f"the training worker ended without a readable {result_file} ({exc}); "
+                            "rerun the same command to resume from the last checkpoint") from None
+
+
+def previous_dir(weights_dir: Path, stage: str) -> Path:
+    """Where a replaced export of ``stage`` is kept: ``weights/<stage>.previous``."""
+    return Path(weights_dir) / f"{stage}{PREVIOUS_SUFFIX}"
+
+
+def _our_manifest(folder: Path, stage: str) -> dict | None:
+    """The manifest of ``folder`` if it is an intact c2fseg export of ``stage``, else None."""
+    from c2fseg.weights import load_manifest
+
+    if not folder.is_dir():
+        return None
+    try:
+        manifest = load_manifest(folder, verify=True)
+    except (ValueError, OSError):
+        return None
+    return manifest if manifest.get("stage") == stage else None
+
+
+def check_export_target(weights_dir: Path, stage: str) -> None:
+    """Refuse (before any long work) an export that would have to delete files c2fseg did not write.
+
+    An existing ``weights/<stage>`` is moved to ``weights/<stage>.previous``; an older
+    ``.previous`` is replaced only if it is an intact c2fseg export of the stage.
+    """
+    final, prev = Path(weights_dir) / stage, previous_dir(weights_dir, stage)
+    if final.exists() and prev.exists() and _our_manifest(prev, stage) is None:
+        raise TrainingInputError(
+            f"{prev} exists and is not an intact c2fseg export of the {stage} stage (no valid "
+            f"manifest.json), so c2fseg will not replace it with the current {final}. Move or delete "
+            f"{prev} yourself, then rerun the same command (finished steps are skipped)."
+        )
+
+
+def _swap_in(tmp: Path, weights_dir: Path, stage: str, source_sha: str) -> Path:
+    """Put the finished export ``tmp`` at ``weights/<stage>``, keeping what was there.
+
+    A previous export is moved to ``<stage>.previous`` (printed), unless it is a re-export of
+    the very same training checkpoint, which is simply replaced.
+    """
+    final, prev = weights_dir / stage, previous_dir(weights_dir, stage)
+    trash = Path(tempfile.mkdtemp(prefix=f".{stage}.old-", dir=weights_dir))
+    try:
+        if final.exists():
+            current = _our_manifest(final, stage)
+            if current is not None and current.get("extra", {}).get("source_checkpoint_sha256") == source_sha:
+                os.replace(final, trash / stage)  # same model exported again: nothing is lost
+            else:
+                check_export_target(weights_dir, stage)
+                if prev.exists():
+                    os.replace(prev, trash / prev.name)
+                os.replace(final, prev)
+                print(f"[c2fseg] {stage}: the previous {final} was moved to {prev}", flush=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+    return final
 
 
 def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cases: list[str],
-                 raw_hash: str) -> Path:
-    """Copy plans, dataset.json and a slim final checkpoint into ``weights/<stage>/``, atomically.
+                 raw_hash: str, skipped: dict[str, str] | None = None) -> Path:
+    """Copy plans, dataset.json and a slim final checkpoint into ``weights/<stage>/``.
 
-    Built in a temporary sibling folder; the previous export is replaced only once the new one
-    (manifest included) is complete.
+    Built in a temporary sibling folder and swapped in only once complete (manifest included,
+    written by ``c2fseg.weights.write_manifest``). A previous export is not deleted: it is moved
+    to ``weights/<stage>.previous`` (see :func:`check_export_target`). ``skipped`` (cases left
+    out of the stage dataset, with the reason) is recorded in the manifest's ``extra``.
     """
     import torch
 
@@ -147,13 +230,15 @@ def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cas
     base = run_dir.parent
     config = stage_plans.configuration_name(stage)
     weights_dir.mkdir(parents=True, exist_ok=True)
+    source = run_dir / "checkpoint_final.pth"
+    source_sha = sha256_file(source)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stage}.new-", dir=weights_dir))
     try:
         plans = json.loads((base / "plans.json").read_text())
         dataset_json = json.loads((base / "dataset.json").read_text())
-        _write_json(tmp / "plans.json", plans)
-        _write_json(tmp / "dataset.json", dataset_json)
-        ckpt = torch.load(run_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        write_json_atomic(tmp / "plans.json", plans)
+        write_json_atomic(tmp / "dataset.json", dataset_json)
+        ckpt = torch.load(source, map_location="cpu", weights_only=False)
         slim = {
             "network_weights": ckpt["network_weights"],
             "init_args": {"plans": plans, "configuration": config, "fold": fold,
@@ -168,17 +253,10 @@ def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cas
             checkpoint_path=tmp / "checkpoint_final.pth", training_cases=training_cases,
             trainer=slim["trainer_name"],
             extra={"epochs": slim["current_epoch"], "raw_dataset_hash": raw_hash,
+                   "source_checkpoint_sha256": source_sha, "skipped_cases": dict(skipped or {}),
                    "settings": plans["configurations"][config].get("c2fseg", {}).get("settings", {})},
         )
-        final = weights_dir / stage
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{stage}.old-", dir=weights_dir))
-            os.replace(final, old / stage)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        return _swap_in(tmp, weights_dir, stage, source_sha)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -192,28 +270,25 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
 
     ``config`` picks the settings in stage_defaults.json ("default" or "tiny"); ``overrides``
     replaces single settings (spacing, patch, features, epochs, iters_per_epoch, ...).
-    ``pseudo_labels`` is a folder of organ pseudo labels (``<case>.nii.gz``); without it the
-    tumor and organ stages pseudo-label their cases with the trained coarse model from
-    ``weights_dir``. Re-running resumes from the latest checkpoint (``resume=False`` restarts).
-    Returns the exported stage folder.
+    ``pseudo_labels`` is a folder of organ pseudo labels (``<case>.<ext>`` or
+    ``<case>_0000.<ext>``; ignored for the coarse stage); without it the tumor and organ stages
+    pseudo-label their cases with the trained coarse model from ``weights_dir``. Re-running
+    resumes from the latest checkpoint (``resume=False`` restarts). An existing export is moved
+    to ``weights_dir/<stage>.previous``. Cases with an empty target are skipped and reported.
+    Returns the exported stage folder. Raises TrainingInputError (or StageDatasetError) for
+    unusable data or settings, TrainingError when training crashed.
     """
-    from c2fseg.data.groups import load_splits
-    from c2fseg.data.stage_dataset import build_stage_dataset
+    from c2fseg.data.stage_dataset import build_stage_dataset, skipped_reasons
 
     check_stage(stage)
     t0 = time.time()
     data_dir, work_dir, weights_dir = Path(data_dir), Path(work_dir).resolve(), Path(weights_dir)
-    if not data_dir.is_dir():
-        raise TrainingError(f"data folder {data_dir} does not exist")
-    splits = load_splits(splits_path)
-    fold = _check_fold(fold, splits, stage)
-    defaults = stage_plans.load_defaults()
-    settings = stage_plans.resolve_settings(stage, config, overrides, defaults)
-    if num_gpus > 1 and device == "cpu":
-        raise ValueError("--num-gpus > 1 needs CUDA GPUs (device cuda or auto)")
+    splits, fold, settings, defaults = _check_inputs(stage, data_dir, splits_path, fold, config, overrides,
+                                                     device, num_gpus)
+    check_export_target(weights_dir, stage)
     cases = stage_cases(splits, stage)
     if not cases:
-        raise TrainingError(f"splits list no training cases for the {stage} stage")
+        raise TrainingInputError(f"splits list no training cases for the {stage} stage")
     name = stage_plans.dataset_name(stage, defaults)
 
     pseudo_dir = None
@@ -221,18 +296,21 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
         if pseudo_labels is not None:
             pseudo_dir = Path(pseudo_labels)
             if not pseudo_dir.is_dir():
-                raise TrainingError(f"pseudo-label folder {pseudo_dir} does not exist")
+                raise TrainingInputError(f"pseudo-label folder {pseudo_dir} does not exist")
         else:
             pseudo_dir = coarse_pseudo_labels(stage, data_dir, cases, splits, work_dir, weights_dir, device)
     raw_dir = work_dir / "nnUNet_raw" / name
     record = build_stage_dataset(stage, data_dir, cases, raw_dir, pseudo_dir=pseudo_dir,
-                                 margin=settings["z_margin"])
+                                 margin=settings["z_margin"], case_files=splits.get("cases"))
+    skipped = skipped_reasons(record)
+    built = sorted(record["cases"])
+    _report_skipped(stage, skipped, len(cases))
     t_build = time.time() - t0
 
     job_dir = work_dir / "jobs" / stage
     if fold != "all":
-        folds = nnunet_folds(splits, stage)
-        _write_json(work_dir / "nnUNet_preprocessed" / name / "splits_final.json", folds)
+        write_json_atomic(work_dir / "nnUNet_preprocessed" / name / "splits_final.json",
+                          _fold_lists(splits, stage, fold, set(built)))
     job = {
         "stage": stage, "dataset_name": name, "work_dir": str(work_dir), "job_dir": str(job_dir),
         "fold": fold, "device": device, "num_gpus": int(num_gpus), "resume": bool(resume),
@@ -241,12 +319,51 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
     }
     result = _run_worker(job, job_dir)
     t_export = time.time()
-    out = export_stage(result, weights_dir, stage, fold, cases, record["hash"])
+    out = export_stage(result, weights_dir, stage, fold, built, record["hash"], skipped)
     timings = {"build_s": round(t_build, 2), **result, "export_s": round(time.time() - t_export, 2),
-               "total_s": round(time.time() - t0, 2)}
-    _write_json(job_dir / "timings.json", timings)
+               "total_s": round(time.time() - t0, 2), "skipped_cases": skipped}
+    write_json_atomic(job_dir / "timings.json", timings)
     print(f"[c2fseg] {stage}: exported {out} ({timings['total_s']} s in total)", flush=True)
     return out
+
+
+def _check_inputs(stage: str, data_dir: Path, splits_path, fold, config: str, overrides, device: str,
+                  num_gpus: int) -> tuple[dict, object, dict, dict]:
+    """Splits, fold and settings, checked before any long work; bad ones raise TrainingInputError."""
+    from c2fseg.data.groups import load_splits
+
+    if not data_dir.is_dir():
+        raise TrainingInputError(f"data folder {data_dir} does not exist")
+    if num_gpus > 1 and device == "cpu":
+        raise TrainingInputError("--num-gpus > 1 needs CUDA GPUs (device cuda or auto)")
+    try:
+        splits = load_splits(splits_path)
+        defaults = stage_plans.load_defaults()
+        settings = stage_plans.resolve_settings(stage, config, overrides, defaults)
+    except (ValueError, FileNotFoundError) as exc:
+        raise TrainingInputError(str(exc)) from None
+    return splits, _check_fold(fold, splits, stage), settings, defaults
+
+
+def _fold_lists(splits: dict, stage: str, fold: int, built: set[str]) -> list[dict]:
+    """nnU-Net's splits_final.json without skipped cases; fold ``fold`` must keep train and val cases."""
+    folds = nnunet_folds(splits, stage, built)
+    for key in ("train", "val"):
+        if not folds[fold][key]:
+            raise TrainingInputError(
+                f"fold {fold} of the {stage} stage has no {key} case left after skipping cases with an "
+                "empty target; use --fold all or rebuild the splits without those cases"
+            )
+    return folds
+
+
+def _report_skipped(stage: str, skipped: dict[str, str], total: int) -> None:
+    """Print the cases the stage dataset left out (they are also in the manifest and timings)."""
+    if not skipped:
+        return
+    lines = "\n  ".join(f"{case}: {why}" for case, why in skipped.items())
+    print(f"[c2fseg] {stage}: skipped {len(skipped)} of {total} case(s) with an empty target:\n  {lines}",
+          file=sys.stderr, flush=True)
 
 
 def _default_processes() -> int:

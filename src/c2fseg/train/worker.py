@@ -14,10 +14,10 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from c2fseg.fileutil import write_json_atomic
 from c2fseg.train import env as nnenv
 
 STAMP = "c2fseg_stamp.json"
@@ -27,19 +27,15 @@ class ResumeMismatchError(RuntimeError):
     """An existing checkpoint was trained with other data or settings than this run."""
 
 
+class JobSettingsError(RuntimeError):
+    """The job asks for something this machine cannot do (e.g. a GPU it does not have)."""
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -63,21 +59,21 @@ def plan_and_preprocess(job: dict) -> dict:
         print(f"[c2fseg] planning {name} (dataset fingerprint + nnU-Net planner)", flush=True)
         _plan(name, job["num_processes"])
         stamp = {"raw_hash": job["raw_hash"], "preprocessed": {}}
-        _write_json(pre / STAMP, stamp)
+        write_json_atomic(pre / STAMP, stamp)
     plans = _read_json(plans_file)
     plans = add_stage_configuration(plans, stage, job["settings"])
     config = configuration_name(stage)
     ident = plans["configurations"][config]["data_identifier"]
     if stamp.get("preprocessed", {}).get(ident) != job["raw_hash"] or not (pre / ident).is_dir():
-        _write_json(plans_file, plans)
+        write_json_atomic(plans_file, plans)
         print(f"[c2fseg] preprocessing {name} configuration {config}", flush=True)
         _preprocess(name, config, job["num_processes"])
         _copy_ground_truth(name)
         stamp.setdefault("preprocessed", {})[ident] = job["raw_hash"]
-        _write_json(pre / STAMP, stamp)
+        write_json_atomic(pre / STAMP, stamp)
     else:
         print(f"[c2fseg] plans and preprocessed data of {name} are up to date", flush=True)
-    _write_json(plans_file, plans)
+    write_json_atomic(plans_file, plans)
     job.setdefault("timings", {})["plan_preprocess_s"] = round(time.time() - t0, 2)
     return plans
 
@@ -147,13 +143,13 @@ def _copy_ground_truth(name: str) -> None:
 
 
 def _device(name: str):
-    import torch
+    """The job's torch device via c2fseg's one resolver (c2fseg.device); bad requests exit 2."""
+    from c2fseg.device import DeviceError, resolve_device
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA GPU is available to torch")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except DeviceError as exc:
+        raise JobSettingsError(str(exc)) from None
 
 
 def _fold(value):
@@ -218,7 +214,7 @@ def train(job: dict, plans: dict, device, rank: int = 0) -> dict:
     trainer = build_trainer(job, plans, device)
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "c2fseg_run.json", {"raw_hash": job["raw_hash"], "stage": job["stage"]})
+        write_json_atomic(folder / "c2fseg_run.json", {"raw_hash": job["raw_hash"], "stage": job["stage"]})
     start = 0
     if checkpoint is not None:
         done = int(ckpt_meta.get("current_epoch", 0))
@@ -249,7 +245,7 @@ def _ddp_worker(rank: int, job: dict, plans: dict, world_size: int) -> None:
         torch.cuda.set_device(rank)
         result = train(job, plans, torch.device("cuda", rank), rank)
         if rank == 0:
-            _write_json(Path(job["job_dir"]) / "result.json", {**job, "result": result})
+            write_json_atomic(Path(job["job_dir"]) / "result.json", {**job, "result": result})
     finally:
         dist.destroy_process_group()
 
@@ -263,25 +259,28 @@ def _free_port() -> int:
 def run_job(job: dict) -> dict:
     """Plan/preprocess, then train on one device or with DDP over ``num_gpus`` GPUs."""
     nnenv.configure_nnunet(job["work_dir"], job["num_processes"])
+    device = _device(job["device"])  # before planning: a device that is not there fails at once
+    if job["num_gpus"] > 1:
+        import torch
+
+        if torch.cuda.device_count() < job["num_gpus"]:
+            raise JobSettingsError(f"--num-gpus {job['num_gpus']} but torch sees "
+                                   f"{torch.cuda.device_count()} GPU(s)")
     plans = plan_and_preprocess(job)
     folder = output_folder(job)
     if not job["resume"] and folder.exists():
         print(f"[c2fseg] --no-resume: removing {folder}", flush=True)
         shutil.rmtree(folder)
     if job["num_gpus"] > 1:
-        import torch
         import torch.multiprocessing as mp
 
-        if torch.cuda.device_count() < job["num_gpus"]:
-            raise RuntimeError(f"--num-gpus {job['num_gpus']} but torch sees "
-                               f"{torch.cuda.device_count()} GPU(s)")
         os.environ.setdefault("MASTER_ADDR", "localhost")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
         mp.spawn(_ddp_worker, args=(job, plans, job["num_gpus"]), nprocs=job["num_gpus"], join=True)
         return _read_json(Path(job["job_dir"]) / "result.json")
-    result = train(job, plans, _device(job["device"]))
+    result = train(job, plans, device)
     out = {**job, "result": result}
-    _write_json(Path(job["job_dir"]) / "result.json", out)
+    write_json_atomic(Path(job["job_dir"]) / "result.json", out)
     return out
 
 
@@ -293,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     job = _read_json(Path(argv[0]))
     if not job:
         print(f"{argv[0]}: not a readable job file", file=sys.stderr)
-        return 2
+        return 1  # the job file is written by train_stage: this is not the user's input
     try:
         run_job(job)
-    except ResumeMismatchError as exc:
+    except (ResumeMismatchError, JobSettingsError) as exc:  # the user can fix these: exit 2
         print(f"c2fseg train: error: {exc}", file=sys.stderr)
         return 2
     return 0
