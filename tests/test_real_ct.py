@@ -53,10 +53,9 @@ def test_predict_final_on_real_ct_keeps_geometry(tmp_path):
 
 def test_real_ct_segmentation_lands_where_the_tissue_is(tmp_path, monkeypatch):
     """HU-band models label soft tissue; the written labels must overlay that tissue in world space."""
-    from infer.fake_models import band_stage_model
-
     from c2fseg.infer import batch
     from c2fseg.infer.cascade import CascadeModels
+    from infer.fake_models import band_stage_model
 
     organ_hu = {1: 60.0}  # everything near soft-tissue HU is "liver"
 
