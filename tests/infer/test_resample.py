@@ -79,14 +79,26 @@ def test_chunked_labels_equal_unchunked(chunk_z):
     assert set(torch.unique(lab).tolist()) <= set(lut.tolist())
 
 
-def test_labels_match_full_trilinear_then_argmax():
+@pytest.mark.parametrize("mode", ["full", "boundary"])
+def test_labels_match_full_trilinear_then_argmax(mode):
     logits = _smooth_logits()
     lut = torch.arange(6, dtype=torch.uint8)
     out_shape = (15, 21, 9)
     full = F.interpolate(logits[None], size=out_shape, mode="trilinear", align_corners=False)[0]
-    lab, prob = logits_to_labels(logits, out_shape, lut, chunk_z=4, prob_channel=4)
+    lab, prob = logits_to_labels(logits, out_shape, lut, chunk_z=4, prob_channel=4, mode=mode)
     assert (lab == full.argmax(0).to(torch.uint8)).float().mean() > 0.999
-    assert torch.allclose(prob.float(), torch.softmax(full, 0)[4], atol=2e-3)
+    if mode == "full":  # softmax of the interpolated logits
+        assert torch.allclose(prob.float(), torch.softmax(full, 0)[4], atol=2e-3)
+    else:  # the model-grid probability, interpolated
+        model_prob = torch.softmax(logits, 0)[4]
+        ref = F.interpolate(model_prob[None, None], size=out_shape, mode="trilinear", align_corners=False)[0, 0]
+        assert torch.allclose(prob.float(), ref, atol=2e-3)
+        assert not torch.allclose(prob.float(), torch.softmax(full, 0)[4], atol=2e-3)  # they do differ
+
+
+def test_unknown_resample_mode_is_refused():
+    with pytest.raises(ValueError, match="resample mode"):
+        logits_to_labels(_smooth_logits(), (2, 2, 2), torch.arange(6, dtype=torch.uint8), chunk_z=1, mode="fast")
 
 
 def test_min_prob_makes_unsure_voxels_background():

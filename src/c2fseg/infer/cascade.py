@@ -3,10 +3,14 @@
 Order of work (all arrays canonical ``(z, y, x)``):
 
 1. The CT goes to the models' device once.
-2. coarse: the coarse model labels the whole volume; :func:`c2fseg.infer.roi.compute_roi`
-   turns that into a box. The connected-component pass runs on the coarse labels subsampled
-   to about the coarse model's own spacing (it cannot resolve anything finer), and the box is
-   scaled back to the input grid. No organ -> an all-background result with status "empty".
+2. coarse: the coarse model labels the whole volume and returns the labels on its own model
+   grid (``coarse_output="model_grid"``: resampling 14 classes back to the full input grid would
+   cost more than the network and add nothing, the coarse model cannot resolve anything finer).
+   :func:`c2fseg.infer.roi.compute_roi_from_grid` finds the box there and maps it to the input
+   grid conservatively (widened by one model voxel); the margins are in mm as before. With
+   ``coarse_output="input_grid"`` the labels come back on the input grid and
+   :func:`c2fseg.infer.roi.compute_roi` runs on them subsampled to about the coarse spacing.
+   No organ -> an all-background result with status "empty".
 3. organ and tumor models run on the ROI crop only, at the input spacing (each model resamples
    to its own spacing and normalises inside ``StageModel.predict``).
 4. postprocess: the organ map's single-component organs keep their largest component (and
@@ -29,11 +33,12 @@ import torch
 
 from c2fseg.infer.merge import merge_labels, tumor_mask_from_models
 from c2fseg.infer.postprocess import fill_holes, keep_largest_components, paste_roi
-from c2fseg.infer.roi import RoiBox, as_triple, compute_roi
+from c2fseg.infer.roi import RoiBox, as_triple, compute_roi, compute_roi_from_grid
 from c2fseg.io import Volume
 from c2fseg.labels import LABELS, MAX_LABEL, TUMOR
 
 STATUS_OK, STATUS_EMPTY = "ok", "empty"
+COARSE_OUTPUTS = ("model_grid", "input_grid")
 
 
 @dataclass
@@ -49,9 +54,12 @@ class CascadeOptions:
     keep_largest: bool = True
     fill_holes: bool = False
     chunk_z: int | None = None
+    coarse_output: str = "model_grid"  # where the coarse labels for the ROI live (module docstring)
 
     def __post_init__(self) -> None:
         self.margin_mm = as_triple(self.margin_mm)
+        if self.coarse_output not in COARSE_OUTPUTS:
+            raise ValueError(f"coarse_output must be one of {', '.join(COARSE_OUTPUTS)}, got {self.coarse_output!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,11 +120,33 @@ def to_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def find_roi(coarse_labels: np.ndarray, spacing, models: CascadeModels, options: CascadeOptions):
-    """The ROI box from the coarse labels (subsampled to the coarse model's spacing if asked)."""
+def coarse_output(models: CascadeModels, options: CascadeOptions) -> str:
+    """The grid to ask the coarse model for.
+
+    The input grid for a wrapper that substitutes a full-size coarse map of its own (the
+    benchmark's ``TimedModel`` with a fixed ROI sets ``roi_labels``), which a model-grid
+    prediction could not be swapped for.
+    """
+    if getattr(models.coarse, "roi_labels", None) is not None:
+        return "input_grid"
+    return options.coarse_output
+
+
+def find_roi(coarse_pred, spacing, shape, models: CascadeModels, options: CascadeOptions):
+    """The ROI box (input voxels) from the coarse prediction, on whichever grid it came back."""
+    labels = to_numpy(coarse_pred.labels)
+    if getattr(coarse_pred, "grid", "input") == "model":
+        return compute_roi_from_grid(
+            labels,
+            coarse_pred.grid_spacing,
+            shape,
+            spacing,
+            margin_mm=options.margin_mm,
+            max_liver_gap_mm=options.max_liver_gap_mm,
+        )
     work = tuple(models.coarse.spacing) if options.roi_at_coarse_spacing else None
     return compute_roi(
-        coarse_labels,
+        labels,
         spacing,
         margin_mm=options.margin_mm,
         max_liver_gap_mm=options.max_liver_gap_mm,
@@ -162,9 +192,9 @@ def segment_volume(
     timer, notes = StageTimer(models.device), []
     with timer("coarse"):
         ct = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32)).to(models.device)
-        coarse = to_numpy(run_stage(models.coarse, ct, spacing, options, notes).labels)
+        coarse = run_stage(models.coarse, ct, spacing, options, notes, output=coarse_output(models, options))
     with timer("roi"):
-        box = find_roi(coarse, spacing, models, options)
+        box = find_roi(coarse, spacing, volume.shape, models, options)
     del coarse
     if box is None:
         empty = np.zeros(volume.shape, dtype=np.uint8)

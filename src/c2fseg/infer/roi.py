@@ -13,10 +13,19 @@ Rule (documented in ``docs/design.md`` terms, canonical ``(z, y, x)`` axes throu
 4. The ROI is the bounding box of what remains, padded by ``margin_mm`` per axis and clipped
    to the volume. Nothing left means there is no abdomen in view: ``None``.
 
-The coarse map may be subsampled by an integer stride per axis (``work_spacing_mm``) before
-the connected-component pass: the ROI only needs coarse precision and the margin covers the
-at most ``stride - 1`` voxels that sampling can miss at each box edge are added back when
-scaling the box to the full grid.
+The ROI only needs coarse precision, so the rule runs on a coarse grid:
+
+* :func:`compute_roi_from_grid` (what the cascade uses): the coarse stage's labels on its own
+  model grid, which covers the same physical extent as the input. The organ box found there is
+  widened by one model voxel per side and its physical extent rounded outward to input voxels
+  (:func:`c2fseg.infer.resample.grid_box_to_input`), so it contains every input voxel that
+  resampling the coarse output to the input grid could have labelled from those model voxels.
+* :func:`compute_roi`: a coarse map on the input grid, optionally subsampled by an integer
+  stride per axis (``work_spacing_mm``) before the connected-component pass; the at most
+  ``stride - 1`` voxels that sampling can miss at each box edge are added back when scaling the
+  box to the full grid.
+
+Either way the margin (mm) is then added in input voxels and the box clipped to the volume.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 
+from c2fseg.infer.resample import grid_box_to_input
 from c2fseg.labels import ROI_ORGANS
 
 LIVER = 1
@@ -149,15 +159,60 @@ def compute_roi(
     )
     if not boxes:
         return None
+    lo_small, hi_small = union_box(boxes)
+    # Unsampled voxels between the first/last organ sample and its empty neighbour may be
+    # organ too: widen by stride - 1 on the low side; the exclusive high end already does.
+    lo = [a * k - (k - 1) for a, k in zip(lo_small, stride, strict=True)]
+    hi = [b * k for b, k in zip(hi_small, stride, strict=True)]
+    return with_margin(lo, hi, labels.shape, spacing, margin_mm)
+
+
+def compute_roi_from_grid(
+    labels: np.ndarray,
+    grid_spacing: Sequence[float],
+    input_shape: Sequence[int],
+    input_spacing: Sequence[float],
+    *,
+    margin_mm: float | Sequence[float] = 20.0,
+    max_liver_gap_mm: float = 100.0,
+    organs: Sequence[int] = ROI_ORGANS,
+    expand: int = 1,
+) -> RoiBox | None:
+    """The ROI box (input voxels) from coarse labels on a grid spanning the input's extent.
+
+    ``labels`` is e.g. the coarse stage's output on its model grid (voxel size
+    ``grid_spacing``); the box found there is widened by ``expand`` grid voxels, mapped
+    outward to the input grid, then padded by ``margin_mm`` and clipped. None: no organ.
+    """
+    labels = np.asarray(labels)
+    boxes = plausible_organ_boxes(labels, grid_spacing, max_liver_gap_mm=max_liver_gap_mm, organs=organs)
+    if not boxes:
+        return None
+    lo_grid, hi_grid = union_box(boxes)
+    lo, hi = grid_box_to_input(lo_grid, hi_grid, labels.shape, input_shape, expand)
+    return with_margin(lo, hi, input_shape, input_spacing, margin_mm)
+
+
+def union_box(boxes: dict[int, np.ndarray]) -> tuple[list[int], list[int]]:
+    """(start, stop exclusive) per axis of the union of inclusive [z0, z1, y0, y1, x0, x1] boxes."""
     stacked = np.stack(list(boxes.values()))
+    lo = [int(stacked[:, 2 * axis].min()) for axis in range(3)]
+    hi = [int(stacked[:, 2 * axis + 1].max()) + 1 for axis in range(3)]
+    return lo, hi
+
+
+def with_margin(
+    lo: Sequence[int],
+    hi: Sequence[int],
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    margin_mm: float | Sequence[float],
+) -> RoiBox:
+    """The box ``[lo, hi)`` padded by ``margin_mm`` (rounded up to whole voxels), clipped to ``shape``."""
     margin = as_triple(margin_mm)
     start, stop = [], []
     for axis in range(3):
-        # Unsampled voxels between the first/last organ sample and its empty neighbour may be
-        # organ too: widen by stride - 1 on the low side; the exclusive high end already does.
-        lo = int(stacked[:, 2 * axis].min()) * stride[axis] - (stride[axis] - 1)
-        hi = (int(stacked[:, 2 * axis + 1].max()) + 1) * stride[axis]
         pad = int(np.ceil(margin[axis] / float(spacing[axis])))
-        start.append(max(0, lo - pad))
-        stop.append(min(labels.shape[axis], hi + pad))
+        start.append(max(0, int(lo[axis]) - pad))
+        stop.append(min(int(shape[axis]), int(hi[axis]) + pad))
     return RoiBox(tuple(start), tuple(stop))  # type: ignore[arg-type]

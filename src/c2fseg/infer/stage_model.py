@@ -3,7 +3,10 @@
 Load once, call :meth:`StageModel.predict` per volume. Everything heavy stays on the model's
 device: normalisation, trilinear resampling to the stage spacing, batched sliding-window inference
 with fp16 (CUDA) or bf16 (CPUs with native bf16) autocast, and chunked resampling of the logits back
-to the input grid with the argmax taken per chunk. Spacing, patch size and CT statistics come from
+to the input grid with the argmax taken per chunk (by default all classes are interpolated only
+near label boundaries, see :func:`c2fseg.infer.resample.logits_to_labels`). ``predict(...,
+output="model_grid")`` skips that step and returns the labels on the model grid (what the
+cascade's ROI needs). Spacing, patch size and CT statistics come from
 the stage's plans; the plans' ``transpose_forward`` is applied only around the network call, so
 callers always work in canonical (z, y, x) order.
 """
@@ -25,7 +28,15 @@ import torch
 
 from c2fseg.device import resolve_device  # the one resolver; importable from here too
 from c2fseg.infer.normalize import CTNormalizer
-from c2fseg.infer.resample import chunk_rows, grid_shape, logits_to_labels, resample_image
+from c2fseg.infer.resample import (
+    RESAMPLE_MODES,
+    chunk_rows,
+    grid_box_to_input,
+    grid_shape,
+    logits_to_labels,
+    model_grid_labels,
+    resample_image,
+)
 from c2fseg.infer.sliding import count_tiles, sliding_window
 from c2fseg.labels import check_stage
 from c2fseg.weights import (
@@ -42,6 +53,7 @@ from c2fseg.weights import (
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+OUTPUTS = ("input_grid", "model_grid")
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 #: Memory for one chunk of full-resolution float work (logits back to the input grid).
 _CHUNK_BUDGET = {"cuda": 1 << 30, "cpu": 256 << 20}
@@ -53,12 +65,35 @@ class NonFiniteOutputError(RuntimeError):
 
 @dataclass
 class StagePrediction:
-    """Result of one stage on one volume, on the model's device, in the input's grid."""
+    """Result of one stage on one volume, on the model's device.
 
-    labels: torch.Tensor  # uint8 FLARE label ids, shape == input shape
+    ``labels`` (and ``prob``) live on the input grid (``grid == "input"``, the default) or on the
+    stage's model grid (``grid == "model"``), which covers the same physical extent with
+    ``labels.shape`` voxels of ``grid_spacing`` mm. :meth:`box_to_input` maps a box found on
+    that grid to input voxel indices.
+    """
+
+    labels: torch.Tensor  # uint8 FLARE label ids, on the grid named by ``grid``
     prob: torch.Tensor | None  # float16 softmax of the requested label, or None
     timings: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # device, precision, tiles, grid, fallbacks
+    grid: str = "input"  # "input" | "model"
+    grid_spacing: tuple[float, float, float] | None = None  # mm per voxel of ``labels`` (z, y, x)
+    input_shape: tuple[int, int, int] | None = None  # shape of the input volume
+
+    def box_to_input(
+        self, start: Sequence[int], stop: Sequence[int], expand: int = 1
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Input voxel box (start, stop exclusive) covering a box of ``labels``' grid, conservatively.
+
+        The box is widened by ``expand`` grid voxels per side before its physical extent is
+        rounded outward to input voxels (see :func:`c2fseg.infer.resample.grid_box_to_input`).
+        """
+        if self.grid == "input":
+            return tuple(int(a) for a in start), tuple(int(b) for b in stop)
+        if self.input_shape is None:
+            raise ValueError("a model-grid prediction needs input_shape to map boxes to the input grid")
+        return grid_box_to_input(start, stop, tuple(self.labels.shape), self.input_shape, expand)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,6 +210,7 @@ class StageModel:
         min_prob: float = 0.0,
         tile_batch: int | None = None,
         manifest: dict | None = None,
+        resample_mode: str = "boundary",
     ) -> None:
         self.stage = check_stage(stage)
         self.spacing = tuple(float(s) for s in spacing)
@@ -198,6 +234,9 @@ class StageModel:
         self.weighting = weighting
         self.mirror = bool(mirror)
         self.min_prob = float(min_prob)
+        if resample_mode not in RESAMPLE_MODES:
+            raise ValueError(f"resample_mode must be one of {', '.join(RESAMPLE_MODES)}, got {resample_mode!r}")
+        self.resample_mode = resample_mode
         self.tile_batch = int(tile_batch or (2 if self.device.type == "cuda" else 1))
         self.manifest = manifest
         if self.device.type == "cpu":
@@ -313,8 +352,15 @@ class StageModel:
         *,
         prob_label: int | None = None,
         chunk_z: int | None = None,
+        output: str = "input_grid",
     ) -> StagePrediction:
         """Segment a canonical HU volume [Z, Y, X] with voxel size ``spacing_zyx`` (mm).
+
+        ``output="input_grid"`` returns labels (and ``prob``) on the input's grid;
+        ``output="model_grid"`` returns them on the model grid (no resampling back: the coarse
+        stage's ROI needs no more), with ``grid_spacing``/``input_shape`` set for mapping boxes.
+        ``min_prob`` (zeroing probabilities below it before the argmax) is applied either way;
+        with it the resampling back always interpolates all classes (``resample_mode`` "full").
 
         On CUDA out-of-memory (only that error) it retries on the same device with one tile per
         batch, smaller resampling chunks and the full-volume logits accumulated in host memory,
@@ -327,6 +373,8 @@ class StageModel:
         spacing = tuple(float(s) for s in spacing_zyx)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise ValueError(f"spacing must be three positive numbers (z, y, x) in mm, got {spacing_zyx}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         prob_channel = None
         if prob_label is not None:
             if prob_label not in self.channel_labels:
@@ -337,7 +385,7 @@ class StageModel:
             oom = False
             try:
                 pred = self._predict_once(ct_t, spacing, prob_channel, chunk_z, device, tile_batch, shrink,
-                                          acc_device)
+                                          acc_device, output)
             except torch.cuda.OutOfMemoryError:
                 oom = True
             if not oom:
@@ -397,6 +445,7 @@ class StageModel:
         tile_batch: int,
         shrink: int,
         acc_device: torch.device | None = None,
+        output: str = "input_grid",
     ) -> StagePrediction:
         times: dict[str, float] = {}
         t0 = t = time.perf_counter()
@@ -417,10 +466,17 @@ class StageModel:
         with torch.no_grad():
             logits = logits.permute(0, *(1 + a for a in self.transpose_backward))  # canonical order
             lut = torch.tensor(self.channel_labels, dtype=torch.uint8)
-            out_chunk = self._chunk_z(chunk_z, shape[1] * shape[2], logits.device, shrink)
-            labels, prob = logits_to_labels(
-                logits, shape, lut, chunk_z=out_chunk, min_prob=self.min_prob, prob_channel=prob_channel
-            )
+            if output == "model_grid":
+                labels, prob = model_grid_labels(
+                    logits, lut, chunk_z=self._chunk_z(chunk_z, grid[1] * grid[2], logits.device, shrink),
+                    min_prob=self.min_prob, prob_channel=prob_channel,
+                )
+            else:
+                out_chunk = self._chunk_z(chunk_z, shape[1] * shape[2], logits.device, shrink)
+                labels, prob = logits_to_labels(
+                    logits, shape, lut, chunk_z=out_chunk, min_prob=self.min_prob, prob_channel=prob_channel,
+                    mode=self.resample_mode,
+                )
         _lap(times, "resample_out", t, device)
         times["total"] = time.perf_counter() - t0
         info = {
@@ -429,8 +485,14 @@ class StageModel:
             "model_grid": list(grid),
             "tiles": count_tiles(tuple(grid[a] for a in self.transpose_forward), self.patch_size_model, self.step),
             "step": self.step,
+            "output": output,
+            "resample_mode": "full" if self.min_prob > 0 else self.resample_mode,
         }
-        return StagePrediction(labels=labels, prob=prob, timings=times, info=info)
+        on_model = output == "model_grid"
+        grid_spacing = tuple(n * s / m for n, s, m in zip(shape, spacing, grid, strict=True)) if on_model else spacing
+        return StagePrediction(labels=labels, prob=prob, timings=times, info=info,
+                               grid="model" if on_model else "input", grid_spacing=grid_spacing,
+                               input_shape=shape)
 
     def _logits(
         self, image: torch.Tensor, device: torch.device, tile_batch: int, precision: str,
