@@ -96,10 +96,11 @@ def run_demo(
     if first:
         case = first[0].name[: -len(".nii.gz")]
         image = data / "imagesTs" / f"{case}_0000.nii.gz"
-        png = render_overlay(image, first[0], out / f"{case}_prediction.png")
+        png = out / f"{case}_prediction.png"
+        render_overlay(image, first[0], png)
     timings["per_case_predict"] = _per_case(report)
     (out / "demo_timings.json").write_text(json.dumps(timings, indent=2))
-    return DemoResult(out, metrics, timings, Path(png) if png else None)
+    return DemoResult(out, metrics, timings, png)
 
 
 def _per_case(report) -> dict:

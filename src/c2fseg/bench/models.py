@@ -42,9 +42,13 @@ class TimedModel:
         pred = self.model.predict(ct, spacing_zyx, **kwargs)
         self.calls.append({k: float(v) for k, v in pred.timings.items()})
         if self.roi_labels is not None:
-            if tuple(self.roi_labels.shape) != tuple(pred.labels.shape):
-                raise ValueError(f"fixed ROI map {self.roi_labels.shape} != volume {tuple(pred.labels.shape)}")
+            # the model ran for real (timed, on whichever grid it was asked for); its labels
+            # are replaced by the fixed full-size ROI map, so the prediction is on the input grid
+            if tuple(self.roi_labels.shape) != tuple(ct.shape[-3:]):
+                raise ValueError(f"fixed ROI map {self.roi_labels.shape} != volume {tuple(ct.shape[-3:])}")
             pred.labels = torch.from_numpy(self.roi_labels).to(pred.labels.device)
+            if getattr(pred, "grid", "input") == "model":
+                pred.grid, pred.grid_spacing = "input", tuple(float(s) for s in spacing_zyx)
         return pred
 
     def summed(self, key: str) -> float:

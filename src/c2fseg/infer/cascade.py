@@ -121,14 +121,7 @@ def to_numpy(x) -> np.ndarray:
 
 
 def coarse_output(models: CascadeModels, options: CascadeOptions) -> str:
-    """The grid to ask the coarse model for.
-
-    The input grid for a wrapper that substitutes a full-size coarse map of its own (the
-    benchmark's ``TimedModel`` with a fixed ROI sets ``roi_labels``), which a model-grid
-    prediction could not be swapped for.
-    """
-    if getattr(models.coarse, "roi_labels", None) is not None:
-        return "input_grid"
+    """The grid to ask the coarse model for (the model grid by default: the ROI needs no more)."""
     return options.coarse_output
 
 
