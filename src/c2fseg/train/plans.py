@@ -148,7 +148,8 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
     resampling = settings.get("resampling") or load_defaults()["resampling"]
     tag = settings_hash({"spacing": spacing_list, "resampling": resampling}, PREPROCESSING_KEYS)
     training_keys = ("epochs", "iters_per_epoch", "val_iters_per_epoch", "optimizer", "lr",
-                     "weight_decay", "cpu_bf16", "save_every", "final_validation")
+                     "weight_decay", "cpu_bf16", "save_every", "final_validation", "mirror_axes",
+                     "augmentation")
     return {
         "inherits_from": BASE_CONFIGURATION,
         "data_identifier": f"{configuration_name(stage)}_{tag}",

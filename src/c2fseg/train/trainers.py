@@ -41,6 +41,38 @@ class C2fsegTrainer(nnUNetTrainer):
         self.optimizer_name = str(settings.get("optimizer", "sgd"))
         self.cpu_bf16 = bool(settings.get("cpu_bf16", False))
 
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """nnU-Net's augmentation geometry, with the mirroring axes from the plans.
+
+        Default: no mirroring. Left/right organs (kidneys, adrenals) are different labels, all
+        images are in canonical orientation, and c2fseg predicts without mirroring.
+        """
+        rotation, dummy_2d, initial_patch, mirror = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        axes = self.c2fseg_settings.get("mirror_axes")
+        if axes is not None:
+            mirror = tuple(int(a) for a in axes) or None
+            self.inference_allowed_mirroring_axes = mirror
+        if not self._augment():
+            initial_patch = list(self.configuration_manager.patch_size)  # no room for rotation
+        return rotation, dummy_2d, initial_patch, mirror
+
+    def _augment(self) -> bool:
+        return self.c2fseg_settings.get("augmentation", "default") != "none"
+
+    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales,
+                                mirror_axes, do_dummy_2d_data_aug, **kwargs):
+        """nnU-Net's augmentation, or (``augmentation: none``) only the target conversions.
+
+        Very short schedules (the tiny CPU configuration) learn faster without augmentation, and
+        skip its CPU cost; full trainings keep nnU-Net's pipeline.
+        """
+        if self._augment():
+            return nnUNetTrainer.get_training_transforms(
+                patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                do_dummy_2d_data_aug, **kwargs)
+        kwargs.pop("use_mask_for_norm", None)
+        return nnUNetTrainer.get_validation_transforms(deep_supervision_scales, **kwargs)
+
     def configure_optimizers(self):
         """SGD as in nnU-Net, or AdamW (converges much faster on short schedules); poly decay."""
         if self.optimizer_name == "adamw":
