@@ -99,7 +99,7 @@ def run_demo(
         png = out / f"{case}_prediction.png"
         render_overlay(image, first[0], png)
     timings["per_case_predict"] = _per_case(report)
-    (out / "demo_timings.json").write_text(json.dumps(timings, indent=2))
+    (out / "demo_timings.json").write_text(json.dumps(timings, indent=2), encoding="utf-8")
     return DemoResult(out, metrics, timings, png)
 
 

@@ -167,7 +167,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{path}: {what} is not valid JSON ({exc}); re-export the stage weights") from None

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        args.out.write_text(text + "\n", encoding="utf-8")
     ok = result["fp32"]["equal_fraction"] > 0.99 and result.get("fp16", result.get("bf16"))["equal_fraction"] > 0.95
     print(f"{args.device} vs CPU fp32 agreement:", "ok" if ok else "LOW (check the device path)")
     return 0 if ok else 1

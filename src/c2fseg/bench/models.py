@@ -142,8 +142,8 @@ def trained_models(weights_dir: str | Path, device, *, precision: str = "auto") 
     for i, model in enumerate([loaded.coarse, loaded.organ, *loaded.tumors]):
         folder = Path(model.manifest["stage_dir"])
         name = model.stage if i < 2 else ("tumor" if i == 2 else f"tumor_{i - 1}")
-        sources[name] = StageSource(json.loads((folder / "plans.json").read_text()),
-                                    json.loads((folder / "dataset.json").read_text()),
+        sources[name] = StageSource(json.loads((folder / "plans.json").read_text(encoding="utf-8")),
+                                    json.loads((folder / "dataset.json").read_text(encoding="utf-8")),
                                     model.manifest["configuration"])
         if i >= 2:
             tumors.append(TimedModel(model, name))

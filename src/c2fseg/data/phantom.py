@@ -159,7 +159,7 @@ def _check_folder(out: Path, settings: dict, overwrite: bool) -> dict:
         raise PhantomError(f"{out} is not empty and has no phantoms.json; choose an empty folder "
                            "or pass --overwrite to write phantoms into it anyway")
     try:
-        old = json.loads(manifest.read_text())
+        old = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise PhantomError(f"{manifest} cannot be read ({exc}); pass --overwrite to regenerate") from None
     if old.get("settings") != settings:

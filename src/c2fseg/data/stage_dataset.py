@@ -363,7 +363,7 @@ def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int) -> dict
 
 def _load_record(out_dir: Path) -> dict:
     try:
-        return json.loads((out_dir / RECORD).read_text())
+        return json.loads((out_dir / RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 

@@ -302,8 +302,8 @@ class StageModel:
         manifest = load_manifest(stage_dir, verify=verify)
         check_input_orientation(manifest)  # we feed canonical arrays; refuse stages not trained so
         folder = Path(manifest["stage_dir"])
-        plans = json.loads((folder / PLANS_NAME).read_text())
-        dataset_json = json.loads((folder / DATASET_NAME).read_text())
+        plans = json.loads((folder / PLANS_NAME).read_text(encoding="utf-8"))
+        dataset_json = json.loads((folder / DATASET_NAME).read_text(encoding="utf-8"))
         settings = stage_settings(plans, dataset_json, manifest["configuration"])
         if list(settings["channel_labels"]) != list(manifest["channel_labels"]):
             raise WeightsError(

@@ -38,7 +38,7 @@ ARCHITECTURE_KEYS = ("spacing", "patch", "n_stages", "features", "max_features",
 
 def load_defaults() -> dict:
     """The packaged stage_defaults.json."""
-    text = resources.files("c2fseg.train").joinpath("stage_defaults.json").read_text()
+    text = resources.files("c2fseg.train").joinpath("stage_defaults.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

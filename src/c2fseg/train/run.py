@@ -149,7 +149,7 @@ def _run_worker(job: dict, job_dir: Path) -> dict:
         raise TrainingError(f"the training worker failed with exit code {proc.returncode} (see the log above); "
                             "rerun the same command to resume from the last checkpoint")
     try:
-        return json.loads(result_file.read_text())["result"]
+        return json.loads(result_file.read_text(encoding="utf-8"))["result"]
     except (OSError, ValueError, KeyError) as exc:
         raise TrainingError(f"the training worker ended without a readable {result_file} ({exc}); "
                             "rerun the same command to resume from the last checkpoint") from None
@@ -234,8 +234,8 @@ def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cas
     source_sha = sha256_file(source)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stage}.new-", dir=weights_dir))
     try:
-        plans = json.loads((base / "plans.json").read_text())
-        dataset_json = json.loads((base / "dataset.json").read_text())
+        plans = json.loads((base / "plans.json").read_text(encoding="utf-8"))
+        dataset_json = json.loads((base / "dataset.json").read_text(encoding="utf-8"))
         write_json_atomic(tmp / "plans.json", plans)
         write_json_atomic(tmp / "dataset.json", dataset_json)
         ckpt = torch.load(source, map_location="cpu", weights_only=False)

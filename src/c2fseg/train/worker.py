@@ -33,7 +33,7 @@ class JobSettingsError(RuntimeError):
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
