@@ -163,40 +163,14 @@ def test_unreadable_ground_truth_is_failed_and_not_scored(tmp_path):
     assert sorted(report["cases"]) == ["a"]
 
 
-class _BreakingPool:
-    """Stands in for ProcessPoolExecutor: runs tasks inline, but a task whose arguments mention
-    ``poison`` kills the "pool", so it and every task not yet run fail with BrokenProcessPool."""
-
-    def __init__(self, max_workers=None):
-        self.broken = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-        from concurrent.futures.process import BrokenProcessPool
-
-        future = Future()
-        if self.broken or any("poison" in str(a) for a in args):
-            self.broken = True
-            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
-        else:
-            future.set_result(fn(*args))
-        return future
-
-
-def test_dead_worker_keeps_finished_results_and_reruns_the_rest(tmp_path, monkeypatch):
+def test_dead_worker_keeps_finished_results_and_reruns_the_rest(tmp_path, monkeypatch, make_breaking_pool):
     import c2fseg.parallel
 
     truth = labels_map()
     for case in ("a", "b", "c_poison", "d", "e"):
         write(tmp_path / "gt" / f"{case}.nii.gz", truth)
         write(tmp_path / "pred" / f"{case}.nii.gz", truth)
-    monkeypatch.setattr(c2fseg.parallel, "ProcessPoolExecutor", _BreakingPool)
+    monkeypatch.setattr(c2fseg.parallel, "ProcessPoolExecutor", make_breaking_pool("poison"))
     report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "m.json", workers=2)
     # a, b finished before the crash; d, e were cut off and re-run alone; the poison case fails
     assert sorted(report["cases"]) == ["a", "b", "d", "e"]

@@ -161,38 +161,12 @@ def test_parallel_scan_matches_serial(dataset):
     assert build_splits(dataset, folds=2, workers=2) == build_splits(dataset, folds=2, workers=1)
 
 
-class _BreakingPool:
-    """Stands in for ProcessPoolExecutor: runs tasks inline, but a task whose arguments mention
-    ``g5`` kills the "pool": it and every later task fail with BrokenProcessPool."""
-
-    def __init__(self, max_workers=None):
-        self.broken = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-        from concurrent.futures.process import BrokenProcessPool
-
-        future = Future()
-        if self.broken or any("g5" in str(a) for a in args):
-            self.broken = True
-            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
-        else:
-            future.set_result(fn(*args))
-        return future
-
-
-def test_dead_worker_fails_only_its_case(dataset, monkeypatch):
+def test_dead_worker_fails_only_its_case(dataset, monkeypatch, make_breaking_pool):
     import c2fseg.parallel
     from c2fseg.data.groups import SCAN_FAILED
 
     serial = build_splits(dataset, folds=2, workers=1)
-    monkeypatch.setattr(c2fseg.parallel, "ProcessPoolExecutor", _BreakingPool)
+    monkeypatch.setattr(c2fseg.parallel, "ProcessPoolExecutor", make_breaking_pool("g5"))
     splits = build_splits(dataset, folds=2, workers=2)
     # cases after g5 were cut off and re-run alone: same records as a serial scan
     assert splits["cases"] == {c: r for c, r in serial["cases"].items() if c != "g5"}
