@@ -10,12 +10,13 @@ from c2fseg.argtypes import positive_int
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="generate phantoms, train tiny models, predict, evaluate (minutes on a CPU)",
+        help="generate phantoms, train tiny models, predict, evaluate (about 15 min on 2 CPU cores)",
         description=(
             "Run the whole system on synthetic abdominal CT phantoms: generate a small data set, "
             "sort it into groups, train the coarse, tumor and organ stages with the tiny "
             "configuration (reused if already trained), predict the held-out phantoms, evaluate "
-            "DSC/NSD and render an overlay PNG. Takes a few minutes on 2 CPU cores."
+            "DSC/NSD and render an overlay PNG. About 15 minutes on 2 CPU cores the first time; "
+            "seconds when the trained weights are reused."
         ),
     )
     p.add_argument("-o", "--out", default="demo_out", help="work folder (default: ./demo_out)")
