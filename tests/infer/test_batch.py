@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import AIR, abdomen_ct, make_models
+from infer_support import AIR, abdomen_ct, make_models
 
 from c2fseg.cli import main
 from c2fseg.infer import batch

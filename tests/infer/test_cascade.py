@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 import torch
-from conftest import AIR, FakeStageModel, abdomen_ct, hu, make_models, value_labels
+from infer_support import AIR, FakeStageModel, abdomen_ct, hu, make_models, value_labels
 
 from c2fseg.infer.cascade import CascadeOptions, segment_volume
 from c2fseg.io import Volume, make_geometry, read_image, write_labels

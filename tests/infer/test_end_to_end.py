@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import abdomen_ct
+from infer_support import abdomen_ct
 
 from c2fseg.infer import batch
 from c2fseg.infer.cascade import CascadeModels

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import abdomen_ct, make_models
 from fake_models import band_stage_model, tiny_stage_model
+from infer_support import abdomen_ct, make_models
 
 from c2fseg.infer.cascade import CascadeOptions, segment_volume
 from c2fseg.infer.resample import (

@@ -105,7 +105,7 @@ def test_damaged_previous_export_counts_as_foreign(tmp_path):
 
 
 def test_train_refuses_before_any_work_when_previous_is_foreign(tmp_path):
-    from conftest import make_dataset, make_splits
+    from train_support import make_dataset, make_splits
 
     data = make_dataset(tmp_path / "data", full=2)
     splits = make_splits(data, tmp_path / "splits.json")
@@ -122,7 +122,7 @@ def test_train_refuses_before_any_work_when_previous_is_foreign(tmp_path):
 
 @pytest.fixture
 def small(tmp_path):
-    from conftest import make_dataset, make_splits
+    from train_support import make_dataset, make_splits
 
     data = make_dataset(tmp_path / "data", full=2)
     return data, make_splits(data, tmp_path / "splits.json")

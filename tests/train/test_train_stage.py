@@ -38,7 +38,7 @@ def _epochs(ckpt: Path) -> int:
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory):
     """6 tiny cases trained for 1 epoch (planning is the slow part, so it is shared)."""
-    from conftest import make_dataset, make_splits
+    from train_support import make_dataset, make_splits
 
     root = tmp_path_factory.mktemp("tiny")
     data = make_dataset(root / "data", full=6)
@@ -118,7 +118,7 @@ def test_killed_run_resumes_from_latest_checkpoint(trained_once, tmp_path):
 
 
 def test_tumor_stage_needs_coarse_weights_or_pseudo_labels(tmp_path):
-    from conftest import make_dataset, make_splits
+    from train_support import make_dataset, make_splits
 
     data = make_dataset(tmp_path / "data", full=2, tumor=2)
     splits = make_splits(data, tmp_path / "splits.json")
