@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
+from c2fseg.data.stage_dataset import stage_dataset_json
 from c2fseg.infer.normalize import CTNormalizer
 from c2fseg.infer.stage_model import StageModel
-from c2fseg.labels import LABELS, STAGE_LABELS
+from c2fseg.labels import STAGE_LABELS
 from c2fseg.weights import write_manifest
 
 #: CT statistics of the tiny plans (wide clip so tests can use the whole HU range).
@@ -103,10 +104,8 @@ def tiny_plans(
 
 
 def tiny_dataset_json(stage: str = "coarse") -> dict:
-    """dataset.json of a stage: channel 0 background, then the stage's labels by FLARE name."""
-    labels = {"background": 0}
-    labels.update({LABELS[lab]: i + 1 for i, lab in enumerate(STAGE_LABELS[stage])})
-    return {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 4, "file_ending": ".nii.gz"}
+    """dataset.json of a stage, as training writes it (4 training cases)."""
+    return stage_dataset_json(stage, 4)
 
 
 def tiny_stage_model(

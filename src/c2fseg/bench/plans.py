@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 
-from c2fseg.labels import LABELS, STAGE_LABELS, check_stage
+from c2fseg.labels import check_stage
 
 CONFIGURATION = "3d_fullres"
 MAX_FEATURES = 320
@@ -41,10 +41,10 @@ THIN_SETTINGS: Mapping[str, dict] = {
 
 
 def stage_dataset_json(stage: str) -> dict:
-    """dataset.json of a stage: channel 0 background, then the stage's FLARE labels in order."""
-    labels = {"background": 0}
-    labels.update({LABELS[lab]: i + 1 for i, lab in enumerate(STAGE_LABELS[check_stage(stage)])})
-    return {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 0, "file_ending": ".nii.gz"}
+    """dataset.json of a stage, exactly as training writes it (no training cases)."""
+    from c2fseg.data.stage_dataset import stage_dataset_json as training_dataset_json
+
+    return training_dataset_json(check_stage(stage), 0)
 
 
 def _architecture(width: int, strides: Sequence, kernels: Sequence) -> dict:

@@ -90,13 +90,9 @@ def format_table(results: dict) -> str:
     return format_markdown(results) + (f"\nResults: {out} (+ .md)\n" if out else "")
 
 
-def _atomic_text(text: str, path: Path) -> None:
-    write_text_atomic(path, text)
-
-
 def write_results(results: dict, path: str | os.PathLike) -> Path:
     """JSON at ``path`` and the markdown summary beside it (``.md``), both atomically."""
     path = Path(path)
-    _atomic_text(json.dumps(results, indent=2, default=str) + "\n", path)
-    _atomic_text(format_markdown(results), path.with_suffix(".md"))
+    write_text_atomic(path, json.dumps(results, indent=2, default=str) + "\n")
+    write_text_atomic(path.with_suffix(".md"), format_markdown(results))
     return path

@@ -27,6 +27,7 @@ from c2fseg.bench.cases import DEFAULT_CACHE, BenchCase, box_labels, fixed_box, 
 from c2fseg.bench.models import BenchModels, random_models, trained_models
 from c2fseg.bench.monitor import MemorySampler, machine_info, maxrss_mb
 from c2fseg.bench.report import format_table, write_results
+from c2fseg.device import resolve_device
 
 STAGE_ROWS = ("read", "coarse", "roi", "roi_resample", "organ", "tumor", "merge_resample_back",
               "postprocess", "write")
@@ -51,12 +52,6 @@ class BenchOptions:
     width: int | None = None  # tests: tiny networks
     notes: list[str] = field(default_factory=list)
     progress: bool = True
-
-
-def _device(choice: str) -> torch.device:
-    from c2fseg.infer.stage_model import resolve_device
-
-    return resolve_device(choice)
 
 
 def _sync(device: torch.device) -> None:
@@ -249,7 +244,7 @@ def run_bench(opts: BenchOptions) -> dict:
     t_process = psutil.Process().create_time()
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # only silences nnU-Net's warnings
         os.environ.setdefault(var, str(Path(opts.cache_dir) / var))
-    device = _device(opts.device)
+    device = resolve_device(opts.device)
     torch.manual_seed(opts.seed)
     warm = opts.warm if opts.warm is not None else (3 if device.type == "cuda" else 1)
     choice = opts.baseline if opts.baseline != "auto" else ("all" if device.type == "cuda" else "nomirror")
