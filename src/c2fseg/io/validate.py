@@ -196,8 +196,8 @@ def emit_warnings(notes: list[str]) -> None:
 
 
 def check_label_values(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Labels must be whole numbers 0-14; returns them as uint8 (:class:`LabelValueError` lists
-    the offending values)."""
+    """Labels must be whole numbers 0-14; returns them as uint8 (``arr`` itself if it already is
+    uint8; :class:`LabelValueError` lists the offending values)."""
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
@@ -212,7 +212,7 @@ def check_label_values(arr: np.ndarray, path: Path) -> np.ndarray:
             f"{path}: label values must be 0-{MAX_LABEL} (FLARE23 labels); found "
             f"{_examples(arr[bad])} in {int(bad.sum())} voxels. Remap the labels to FLARE23 ids."
         )
-    return arr.astype(np.uint8)
+    return arr.astype(np.uint8, copy=False)
 
 
 def _examples(values: np.ndarray, n: int = 10) -> str:
