@@ -115,4 +115,4 @@ def test_c2fseg_has_no_import_cycle():
     found = cycles(graph)
     if found:
         shown = "\n".join(" <-> ".join(c) for c in found)
-        pytest.fail(f"import cycles among c2fseg modules (break them by moving shared code):\n{shown}")
+        pytest.fail(f"import cycles among c2fseg modules (move the shared code):\n{shown}")

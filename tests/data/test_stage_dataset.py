@@ -351,6 +351,8 @@ def test_case_sources_without_splits_find_any_extension(tmp_path):
         (data / name).parent.mkdir(parents=True, exist_ok=True)
         (data / name).write_bytes(b"x")
     m, n, ghost = case_sources(data, ["m", "n", "ghost"], data / "pseudo")
-    assert (m.image, m.label, m.pseudo) == (data / "imagesTr/m_0000.mha", data / "labelsTr/m.nrrd", None)
-    assert (n.image, n.label, n.pseudo) == (data / "imagesTr/n_0000.nii.gz", None, data / "pseudo/n.nii")
+    assert (m.image, m.label, m.pseudo) == (data / "imagesTr/m_0000.mha",
+                                            data / "labelsTr/m.nrrd", None)
+    assert (n.image, n.label, n.pseudo) == (data / "imagesTr/n_0000.nii.gz", None,
+                                            data / "pseudo/n.nii")
     assert ghost.image == data / "imagesTr" / "ghost_0000.nii.gz" and not ghost.image.exists()

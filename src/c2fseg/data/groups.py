@@ -101,7 +101,8 @@ def scan_case(image_path: str | os.PathLike | None, label_path: str | os.PathLik
     """
     image_path = Path(image_path) if image_path is not None else None
     label_path = Path(label_path) if label_path is not None else None
-    case = case_id_of(label_path, "labels") if label_path else case_id_of(image_path, "images")  # type: ignore[arg-type]
+    case = (case_id_of(label_path, "labels") if label_path is not None
+            else case_id_of(image_path, "images"))  # type: ignore[arg-type]
     info = CaseInfo(case, str(image_path) if image_path else None, str(label_path) if label_path else None)
     if image_path is None:
         return _fail(info, "label_without_image", f"{label_path}: label file has no image "
@@ -172,7 +173,7 @@ def _case_files(folder: Path, layout: str, problems: list[dict]) -> dict[str, Pa
     found: dict[str, Path] = {}
     for case in find_cases(folder, layout):
         if case.problem == BAD_NAME:
-            problems.append(_problem(case.case_id, "bad_name", case.error))  # type: ignore[arg-type]
+            problems.append(_problem(case.case_id, "bad_name", case.error or ""))
         elif case.problem == COLLISION:
             first, *others = case.candidates
             problems += [_problem(case.case_id, "duplicate", f"{first.name} and {other.name} in "

@@ -208,7 +208,8 @@ def files_by_case(folder: Path | None, layout: str) -> dict[str, Path]:
     return {c.case_id: c.path for c in find_cases(folder, layout) if c.ok or c.problem == COLLISION}
 
 
-def find_pseudo_label(folder: Path, case: str, files: Mapping[str, Path] | None = None) -> Path | None:
+def find_pseudo_label(folder: Path, case: str,
+                      files: Mapping[str, Path] | None = None) -> Path | None:
     """``<case>.<ext>`` (or ``<case>_0000.<ext>``) in a pseudo-label folder, if present.
 
     ``<ext>`` is any image format c2fseg reads (.nii.gz first). ``files`` is the folder's

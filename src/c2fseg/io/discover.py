@@ -62,7 +62,7 @@ _DICOM_PROBE_FILES = 8
 
 @dataclass(frozen=True)
 class CaseInput:
-    """One case found in a folder: an image file or DICOM series folder, or why it cannot be used."""
+    """One case found in a folder: an image file or DICOM series folder, or why it is unusable."""
 
     case_id: str
     path: Path  # the image file or DICOM folder (the preferred candidate, for a collision)

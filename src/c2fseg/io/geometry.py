@@ -92,7 +92,8 @@ def orientation_of(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[i
     directions still map to a proper permutation.
     """
     d = np.asarray(direction, dtype=float).reshape(3, 3)
-    best = max(itertools.permutations(range(3)), key=lambda p: sum(abs(d[p[i], i]) for i in range(3)))
+    best = max(itertools.permutations(range(3)),
+               key=lambda p: sum(abs(d[p[i], i]) for i in range(3)))
     signs = tuple(1 if d[best[i], i] >= 0 else -1 for i in range(3))
     return tuple(best), signs  # type: ignore[return-value]
 

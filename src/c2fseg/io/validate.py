@@ -202,9 +202,10 @@ def check_label_values(arr: np.ndarray, path: Path) -> np.ndarray:
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             raise LabelValueError(
-                f"{path}: label values must be whole numbers 0-{MAX_LABEL}; found non-integer values "
-                f"{_examples(arr[bad])} in {int(bad.sum())} voxels. Check that this is a label "
-                "map (not a CT or a probability map) and was not resampled with interpolation."
+                f"{path}: label values must be whole numbers 0-{MAX_LABEL}; found non-integer "
+                f"values {_examples(arr[bad])} in {int(bad.sum())} voxels. Check that this is a "
+                "label map (not a CT or a probability map) and was not resampled with "
+                "interpolation."
             )
     if arr.size and (arr.min() < 0 or arr.max() > MAX_LABEL):
         bad = (arr < 0) | (arr > MAX_LABEL)
