@@ -107,6 +107,8 @@ def test_label_subset(folders, tmp_path):
         ({"origin": (0.0, 0.0, 1.0)}, "origin"),
         ({"direction": (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)}, "direction"),
         ({"origin": (0.0, 0.0, 0.00005)}, None),  # within 1e-4: accepted
+        ({"origin": (0.0, 0.0, 0.00009)}, None),  # just below c2fseg.io's tolerance
+        ({"origin": (0.0, 0.0, 0.00011)}, "origin"),  # just above it
     ],
 )
 def test_geometry_check(tmp_path, header, problem):

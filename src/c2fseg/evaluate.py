@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from c2fseg.fileutil import default_workers, write_json_atomic, write_text_atomic
+from c2fseg.io.geometry import GEOMETRY_TOLERANCE
 from c2fseg.labels import ALL_FOREGROUND, NSD_MIN_DSC, ORGANS, TUMOR, label_name
 from c2fseg.metrics import dice, normalized_surface_distance, score_case
 
@@ -34,25 +35,15 @@ __all__ = [
     "score_files",
 ]
 
-#: Largest difference allowed between prediction and ground-truth headers (spacing/origin in mm,
-#: direction cosines), relative for values above 1.
-GEOMETRY_TOLERANCE = 1e-4
-
 
 def list_cases(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """Map case id -> label file in ``folder``, plus the ids that appear with two extensions."""
-    from c2fseg.io.formats import image_extension, strip_image_extension
+    """Map case id -> label file in ``folder`` (``<case>.<ext>``, :func:`c2fseg.io.find_cases`
+    in the "labels" layout), plus the ids that appear with two extensions."""
+    from c2fseg.io.discover import COLLISION, find_cases
 
-    found: dict[str, Path] = {}
-    duplicates: list[str] = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or image_extension(path) is None or not path.is_file():
-            continue
-        case = strip_image_extension(path)
-        if case in found:
-            duplicates.append(case)
-        found[case] = path
-    return found, sorted(set(duplicates))
+    cases = find_cases(folder, "labels")
+    found = {c.case_id: c.path for c in cases}
+    return found, sorted(c.case_id for c in cases if c.problem == COLLISION)
 
 
 def _read_prediction(pred_path: str | os.PathLike, gt) -> np.ndarray:

@@ -157,6 +157,39 @@ def test_bad_image_name_and_unreadable_image(tmp_path):
     assert list(splits["cases"]) == ["ok"]
 
 
+def test_two_files_for_one_case_are_a_duplicate_problem(tmp_path):
+    root = tmp_path / "d"
+    add_case(root, "ok", [1])
+    add_case(root, "twice", [1])
+    write(root / "imagesTr" / "twice_0000.mha", np.zeros(SHAPE, np.int16))
+    add_case(root, "twolabels", [1])
+    write(root / "labelsTr" / "twolabels.nrrd", label_with([1]))
+    splits = build_splits(root, folds=2, workers=1)
+    problems = {p["case"]: (p["kind"], p["reason"]) for p in splits["problems"]}
+    assert set(problems) == {"twice", "twolabels"} and list(splits["cases"]) == ["ok"]
+    assert problems["twice"] == ("duplicate", f"twice_0000.nii.gz and twice_0000.mha in "
+                                 f"{root.resolve() / 'imagesTr'} are the same case; keep one")
+    assert problems["twolabels"][0] == "duplicate" and "twolabels.nrrd" in problems["twolabels"][1]
+
+
+def test_truncated_label_file_is_unreadable_not_scanned(tmp_path):
+    """Read through c2fseg.io: a label file cut short is refused (ITK alone reads such files)."""
+    img = write(tmp_path / "i_0000.nii.gz", np.zeros(SHAPE, np.int16))
+    lab = write(tmp_path / "i.nii", label_with(ORGANS))  # uncompressed: ITK fills the gap with 0
+    lab.write_bytes(lab.read_bytes()[:-200])
+    info = scan_case(img, lab)
+    assert info.problem == "unreadable_label" and "truncated" in info.reason
+    assert str(lab) in info.reason and info.groups == []
+
+
+def test_label_in_another_axis_order_is_a_geometry_mismatch(tmp_path):
+    """The split compares stored headers with the one tolerance; a transposed label differs."""
+    img = write(tmp_path / "i_0000.nii.gz", np.zeros(SHAPE, np.int16))
+    lab = write(tmp_path / "i.nii.gz", np.ascontiguousarray(label_with([1]).transpose(2, 1, 0)))
+    info = scan_case(img, lab)
+    assert info.problem == "geometry_mismatch" and "size (12, 10, 8) vs (8, 10, 12)" in info.reason
+
+
 def test_parallel_scan_matches_serial(dataset):
     assert build_splits(dataset, folds=2, workers=2) == build_splits(dataset, folds=2, workers=1)
 

@@ -13,6 +13,7 @@ from c2fseg.data.stage_dataset import (
     StageDatasetError,
     annotated_organs,
     build_stage_dataset,
+    case_sources,
     coarse_target,
     find_pseudo_label,
     geometry_mismatch,
@@ -21,7 +22,7 @@ from c2fseg.data.stage_dataset import (
     tumor_target,
     zcrop_bounds,
 )
-from c2fseg.io.image import make_geometry, read_labels, write_volume
+from c2fseg.io import make_geometry, read_labels, write_volume
 
 # ----------------------------------------------------------------------------- z-crop
 
@@ -73,7 +74,7 @@ def test_tumor_target_gt_wins_tumor_stays_only_unannotated_filled_on_background(
     assert out[0, 1, 1] == 0  # pseudo liver (annotated organ) on GT background: not added
     assert (out[0, 2] == 3).all()  # unannotated spleen filled
     assert out[0, 3, 0] == 2 and out[0, 3, 1] == 0  # kidney filled, pseudo "tumor" ignored
-    assert set(np.unique(out)) <= set(range(15))
+    assert set(np.unique(out).tolist()) == {0, 1, 2, 3, 14}  # nothing else appears
 
 
 def test_tumor_target_never_overwrites_gt_foreground():
@@ -333,3 +334,25 @@ def test_find_pseudo_label_any_extension_and_channel_name(tmp_path):
     assert find_pseudo_label(tmp_path, "a") == tmp_path / "a.mha"
     assert find_pseudo_label(tmp_path, "b") == tmp_path / "b_0000.nii.gz"
     assert find_pseudo_label(tmp_path, "c") is None
+
+
+def test_find_pseudo_label_prefers_nii_gz_and_the_plain_case_name(tmp_path):
+    for name in ("a.mha", "a.nii.gz", "a_0000.nii", "b_0000.nrrd", "b_0000.nii.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    assert find_pseudo_label(tmp_path, "a") == tmp_path / "a.nii.gz"
+    assert find_pseudo_label(tmp_path, "b") == tmp_path / "b_0000.nii.gz"
+    assert find_pseudo_label(tmp_path / "missing", "a") is None
+
+
+def test_case_sources_without_splits_find_any_extension(tmp_path):
+    data = tmp_path / "data"
+    for name in ("imagesTr/m_0000.mha", "imagesTr/m_0001.nii.gz", "labelsTr/m.nrrd",
+                 "imagesTr/n_0000.nii.gz", "pseudo/n.nii"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(b"x")
+    m, n, ghost = case_sources(data, ["m", "n", "ghost"], data / "pseudo")
+    assert (m.image, m.label, m.pseudo) == (data / "imagesTr/m_0000.mha",
+                                            data / "labelsTr/m.nrrd", None)
+    assert (n.image, n.label, n.pseudo) == (data / "imagesTr/n_0000.nii.gz", None,
+                                            data / "pseudo/n.nii")
+    assert ghost.image == data / "imagesTr" / "ghost_0000.nii.gz" and not ghost.image.exists()

@@ -1,4 +1,4 @@
-"""Batch input discovery and output-folder checks."""
+"""Case discovery in every folder layout, case naming, and output-folder checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import tempfile
 import pytest
 
 from c2fseg.io import FolderError, check_output_dir, find_cases
+from c2fseg.io.discover import (
+    BAD_NAME,
+    COLLISION,
+    EXTRA_CHANNEL,
+    LOOSE_DICOM,
+    UNSUPPORTED,
+    case_id_of,
+    channel_file_name,
+)
 
 
 def _touch(folder, *names):
@@ -124,3 +133,96 @@ def test_unwritable_output_message(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(FolderError, match="not writable.*Permission denied"):
         check_output_dir(tmp_path / "in", tmp_path)
+
+
+# --- one finder, three layouts ---------------------------------------------------------------
+
+def _dicom_folder(folder, n=2):
+    """A folder of files with the DICOM preamble (no extension), as scanners write them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"IM{i:04d}").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    return folder
+
+
+def test_collision_lists_every_candidate_preferred_first(tmp_path):
+    _touch(tmp_path, "a.mha", "a.nrrd", "a.nii.gz", "b.nii")
+    for layout in ("inputs", "labels"):
+        by_id = {c.case_id: c for c in find_cases(tmp_path, layout)}
+        a = by_id["a"]
+        assert (a.problem, a.path.name) == (COLLISION, "a.nii.gz"), layout
+        assert [p.name for p in a.candidates] == ["a.nii.gz", "a.nrrd", "a.mha"]
+        assert all(n in a.error for n in ("a.nii.gz", "a.nrrd", "a.mha"))
+        assert by_id["b"].ok and by_id["b"].candidates == (tmp_path / "b.nii",)
+
+
+def test_dicom_folder_is_an_input_case_but_not_a_label_or_training_image(tmp_path):
+    _dicom_folder(tmp_path / "patient7")
+    _touch(tmp_path, "c.nii.gz", "c_0000.nii.gz")
+    (tmp_path / "notes").mkdir()  # a folder without DICOM: ignored
+    inputs = find_cases(tmp_path)
+    assert [(c.case_id, c.kind, c.problem) for c in inputs] == [
+        ("c", "file", COLLISION), ("patient7", "dicom", None)]
+    assert inputs[1].path == tmp_path / "patient7"
+    labels = find_cases(tmp_path, "labels")
+    assert [(c.case_id, c.ok) for c in labels] == [("c", True), ("c_0000", True)]
+    images = find_cases(tmp_path, "images")
+    assert [(c.case_id, c.problem) for c in images] == [("c", BAD_NAME), ("c", None)]
+
+
+def test_dicom_folder_colliding_with_a_file_prefers_the_file(tmp_path):
+    _dicom_folder(tmp_path / "a")
+    _touch(tmp_path, "a.mha")
+    (case,) = find_cases(tmp_path)
+    assert case.problem == COLLISION and case.path.name == "a.mha" and case.kind == "file"
+    assert case.candidates == (tmp_path / "a.mha", tmp_path / "a")
+
+
+def test_loose_dicom_files_are_one_error_case(tmp_path):
+    _dicom_folder(tmp_path / "in", n=3)
+    (case,) = find_cases(tmp_path / "in")
+    assert (case.case_id, case.problem, len(case.candidates)) == ("in", LOOSE_DICOM, 3)
+    assert "holds 3 DICOM files directly" in case.error
+    assert find_cases(tmp_path / "in", "labels") == []  # no image files at all: nothing, no error
+
+
+def test_images_layout_takes_channel_0_and_ignores_other_channels(tmp_path):
+    _touch(tmp_path, "a_0000.nii.gz", "a_0001.nii.gz", "b_0000.mha", "b_0000.nrrd",
+           "lonely_0002.nii.gz", "plain.nii.gz", "x.npy", "notes.txt")
+    (tmp_path / "d_0000.nii.gz").mkdir()  # a folder with an image name is not a file
+    cases = find_cases(tmp_path, "images")
+    assert [(c.case_id, c.path.name, c.problem) for c in cases] == [
+        ("a", "a_0000.nii.gz", None),
+        ("b", "b_0000.nrrd", COLLISION),
+        ("plain", "plain.nii.gz", BAD_NAME),
+    ]
+    assert "must end in _0000" in cases[2].error
+    assert [p.name for p in cases[1].candidates] == ["b_0000.nrrd", "b_0000.mha"]
+
+
+def test_labels_layout_keeps_names_and_ignores_what_is_not_a_label_file(tmp_path):
+    _touch(tmp_path, "FLARE_0001.nii.gz", "x_0000.mha", "run.json", "y.npy", ".z.nii.gz")
+    (tmp_path / "roi_overlays").mkdir()
+    cases = find_cases(tmp_path, "labels")
+    assert _summary(cases) == [("FLARE_0001", "FLARE_0001.nii.gz", True),
+                               ("x_0000", "x_0000.mha", True)]
+    assert find_cases(tmp_path / "roi_overlays", "labels") == []  # empty is not an error here
+    with pytest.raises(FolderError, match="does not exist"):
+        find_cases(tmp_path / "missing", "labels")
+    with pytest.raises(ValueError, match="unknown folder layout 'masks'"):
+        find_cases(tmp_path, "masks")
+
+
+def test_unsupported_and_extra_channel_problems_are_named(tmp_path):
+    _touch(tmp_path, "a_0000.nii.gz", "a_0001.nii.gz", "b.npy")
+    by_id = {c.case_id: c for c in find_cases(tmp_path)}
+    assert by_id["a"].problem == EXTRA_CHANNEL and by_id["b"].problem == UNSUPPORTED
+    assert [p.name for p in by_id["a"].candidates] == ["a_0000.nii.gz", "a_0001.nii.gz"]
+
+
+def test_case_names():
+    assert channel_file_name("case7") == "case7_0000.nii.gz"
+    assert channel_file_name("case7", ".mha") == "case7_0000.mha"
+    assert case_id_of("dir/case7_0000.nii.gz", "images") == "case7"
+    assert case_id_of("dir/case7_0000.nii.gz", "labels") == "case7_0000"
+    assert case_id_of("case7.nrrd") == "case7"

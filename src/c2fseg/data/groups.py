@@ -22,16 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from c2fseg.fileutil import default_workers, write_json_atomic
+from c2fseg.io import LabelValueError, geometry_difference, read_geometry, read_labels
+from c2fseg.io.discover import BAD_NAME, COLLISION, CT_CHANNEL_SUFFIX, case_id_of, find_cases
+from c2fseg.io.errors import ImageReadError, itk_reason
 from c2fseg.labels import MAX_LABEL, ORGANS, STAGES, TUMOR
 
 SPLITS_FORMAT = "c2fseg-splits"
 SPLITS_VERSION = 1
 GROUPS: tuple[str, ...] = ("G1", "G2", "G3", "G4", "G5", "G6")
-#: Largest header difference tolerated between an image and its label (relative above 1).
-GEOMETRY_TOLERANCE = 1e-4
 #: ``CaseInfo.problem`` of a case whose scan crashed its worker process.
 SCAN_FAILED = "scan_failed"
-IMAGE_CHANNEL_SUFFIX = "_0000"
+#: Errors that make one file unreadable (never raised out of :func:`scan_case`).
+_READ_ERRORS = (ImageReadError, OSError, RuntimeError)
 
 
 @dataclass
@@ -67,16 +69,6 @@ def groups_for(labels_present: list[int] | None) -> list[str]:
     return ["G2", "G3", "G6" if complete else "G5"]
 
 
-def _read_header(path: Path):
-    """SimpleITK reader with only the header read (no pixel data): cheap for big CTs."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return reader
-
-
 def label_values(array: np.ndarray, path: Path, chunk: int = 1 << 22) -> list[int]:
     """Distinct label values of a label array; ValueError if any is not an integer in 0-14.
 
@@ -103,40 +95,36 @@ def label_values(array: np.ndarray, path: Path, chunk: int = 1 << 22) -> list[in
 def scan_case(image_path: str | os.PathLike | None, label_path: str | os.PathLike | None) -> CaseInfo:
     """Read one case's label file (and the image header) and sort it into its groups.
 
-    Never raises for bad data: problems are returned in ``CaseInfo.problem``/``reason``.
+    The label is read with :func:`c2fseg.io.read_labels` (integrity and value checks); of the
+    image only the header is read. Never raises for bad data: problems are returned in
+    ``CaseInfo.problem``/``reason``.
     """
-    import SimpleITK as sitk
-
-    from c2fseg.io import geometry_difference
-
     image_path = Path(image_path) if image_path is not None else None
     label_path = Path(label_path) if label_path is not None else None
-    case = _case_id(image_path, label_path)
+    case = (case_id_of(label_path, "labels") if label_path is not None
+            else case_id_of(image_path, "images"))  # type: ignore[arg-type]
     info = CaseInfo(case, str(image_path) if image_path else None, str(label_path) if label_path else None)
     if image_path is None:
         return _fail(info, "label_without_image", f"{label_path}: label file has no image "
-                     f"(expected imagesTr/{case}{IMAGE_CHANNEL_SUFFIX}.<ext>)")
+                     f"(expected imagesTr/{case}{CT_CHANNEL_SUFFIX}.<ext>)")
     try:
-        image_header = _read_header(image_path)
-    except RuntimeError as exc:
-        return _fail(info, "unreadable_image", f"{image_path}: cannot be read ({_first_line(exc)})")
+        image_geometry = read_geometry(image_path)
+    except _READ_ERRORS as exc:
+        return _fail(info, "unreadable_image", _read_failure(image_path, exc))
     if label_path is None:
         info.groups = groups_for(None)
         return info
     try:
-        label = sitk.ReadImage(str(label_path))
-    except RuntimeError as exc:
-        return _fail(info, "unreadable_label", f"{label_path}: cannot be read ({_first_line(exc)})")
-    if label.GetNumberOfComponentsPerPixel() != 1 or label.GetDimension() != 3:
-        return _fail(info, "unreadable_label", f"{label_path}: expected a 3D single-channel label map")
-    why = geometry_difference(image_header, label, GEOMETRY_TOLERANCE)
+        label = read_labels(label_path)
+    except LabelValueError as exc:
+        return _fail(info, "label_values", str(exc))
+    except _READ_ERRORS as exc:
+        return _fail(info, "unreadable_label", _read_failure(label_path, exc))
+    why = geometry_difference(image_geometry, label.geometry)
     if why:
         return _fail(info, "geometry_mismatch",
                      f"{label_path}: header differs from image {image_path.name}: {why}")
-    try:
-        present = label_values(sitk.GetArrayViewFromImage(label), label_path)
-    except ValueError as exc:
-        return _fail(info, "label_values", str(exc))
+    present = label_values(label.array, label_path)
     info.labels_present = present
     info.annotated = [v for v in present if v in ORGANS]
     info.groups = groups_for(present)
@@ -147,9 +135,12 @@ def scan_case(image_path: str | os.PathLike | None, label_path: str | os.PathLik
     return info
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
+def _read_failure(path: Path, exc: Exception) -> str:
+    """The reason for an unreadable file: c2fseg.io's message (it names the file), or the
+    useful line of any other error."""
+    if isinstance(exc, ImageReadError):
+        return str(exc)
+    return f"{path}: cannot be read ({itk_reason(exc)})"
 
 
 def _fail(info: CaseInfo, kind: str, reason: str) -> CaseInfo:
@@ -157,19 +148,12 @@ def _fail(info: CaseInfo, kind: str, reason: str) -> CaseInfo:
     return info
 
 
-def _case_id(image_path: Path | None, label_path: Path | None) -> str:
-    from c2fseg.io.formats import strip_image_extension
+def pair_cases(data_dir: Path) -> tuple[dict[str, tuple[Path | None, Path | None]], list[dict]]:
+    """Pair ``imagesTr/<case>_0000.<ext>`` with ``labelsTr/<case>.<ext>``; list naming problems.
 
-    if label_path is not None:
-        return strip_image_extension(label_path)
-    stem = strip_image_extension(image_path)  # type: ignore[arg-type]
-    return stem[: -len(IMAGE_CHANNEL_SUFFIX)] if stem.endswith(IMAGE_CHANNEL_SUFFIX) else stem
-
-
-def find_cases(data_dir: Path) -> tuple[dict[str, tuple[Path | None, Path | None]], list[dict]]:
-    """Pair ``imagesTr/<case>_0000.<ext>`` with ``labelsTr/<case>.<ext>``; list naming problems."""
-    from c2fseg.io.formats import image_extension, strip_image_extension
-
+    Cases are found with :func:`c2fseg.io.find_cases` (layouts "images" and "labels"); a case
+    with two files in one folder is a ``duplicate`` problem and left out.
+    """
     images_dir, labels_dir = data_dir / "imagesTr", data_dir / "labelsTr"
     if not images_dir.is_dir():
         raise FileNotFoundError(
@@ -177,31 +161,26 @@ def find_cases(data_dir: Path) -> tuple[dict[str, tuple[Path | None, Path | None
             "DATA/imagesTr/<case>_0000.nii.gz and DATA/labelsTr/<case>.nii.gz"
         )
     problems: list[dict] = []
-
-    def collect(folder: Path, is_image: bool) -> dict[str, Path]:
-        found: dict[str, Path] = {}
-        if not folder.is_dir():
-            return found
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or image_extension(path) is None:
-                continue
-            stem = strip_image_extension(path)
-            if is_image and not stem.endswith(IMAGE_CHANNEL_SUFFIX):
-                if not stem[-5:-4] == "_" or not stem[-4:].isdigit():
-                    problems.append(_problem(stem, "bad_name", f"{path}: image names must end in "
-                                             f"{IMAGE_CHANNEL_SUFFIX}.<ext> (nnU-Net channel 0)"))
-                continue  # other channels (_0001, ...) are not used for CT
-            case = stem[: -len(IMAGE_CHANNEL_SUFFIX)] if is_image else stem
-            if case in found:
-                problems.append(_problem(case, "duplicate", f"{found[case].name} and {path.name} "
-                                         f"in {folder} are the same case; keep one"))
-            found[case] = path
-        return found
-
-    images, labels = collect(images_dir, True), collect(labels_dir, False)
+    images = _case_files(images_dir, "images", problems)
+    labels = _case_files(labels_dir, "labels", problems) if labels_dir.is_dir() else {}
     dup = {p["case"] for p in problems if p["kind"] == "duplicate"}
     pairs = {c: (images.get(c), labels.get(c)) for c in sorted(set(images) | set(labels)) if c not in dup}
     return pairs, problems
+
+
+def _case_files(folder: Path, layout: str, problems: list[dict]) -> dict[str, Path]:
+    """{case: file} of one folder; naming problems are appended to ``problems``."""
+    found: dict[str, Path] = {}
+    for case in find_cases(folder, layout):
+        if case.problem == BAD_NAME:
+            problems.append(_problem(case.case_id, "bad_name", case.error or ""))
+        elif case.problem == COLLISION:
+            first, *others = case.candidates
+            problems += [_problem(case.case_id, "duplicate", f"{first.name} and {other.name} in "
+                                  f"{folder} are the same case; keep one") for other in others]
+        else:
+            found[case.case_id] = case.path
+    return found
 
 
 def _problem(case: str, kind: str, reason: str) -> dict:
@@ -256,7 +235,7 @@ def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
     if folds < 2:
         raise ValueError(f"folds must be >= 2 (got {folds})")
     data_dir = Path(data_dir).resolve()
-    pairs, problems = find_cases(data_dir)
+    pairs, problems = pair_cases(data_dir)
     infos = scan_cases(pairs, workers or default_workers())
     problems += [_problem(i.case, i.problem, i.reason) for i in infos if i.problem]  # type: ignore[arg-type]
     good = [i for i in infos if not i.problem]

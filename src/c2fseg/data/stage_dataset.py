@@ -27,9 +27,9 @@ fails only when no case is left.
 Input paths come from the splits document (``splits["cases"][case]["image"/"label"]``, any image
 format c2fseg reads); the stage dataset itself is always written as ``.nii.gz``.
 
-Every case is written in canonical orientation (``c2fseg.io``: axes z, y, x toward Superior,
-Posterior, Left) with an identity direction, cropped along z to its labelled slices plus a margin,
-so that all cases share one axis order and the plans' axes are the canonical axes.
+Every case is written in canonical orientation (``c2fseg.io.geometry``: axes z, y, x toward
+Superior, Posterior, Left) with an identity direction, cropped along z to its labelled slices plus
+a margin, so that all cases share one axis order and the plans' axes are the canonical axes.
 """
 
 from __future__ import annotations
@@ -44,17 +44,16 @@ from pathlib import Path
 import numpy as np
 
 from c2fseg.fileutil import write_json_atomic
+from c2fseg.io import ImageReadError, read_geometry, read_image, read_labels, write_volume
+from c2fseg.io.discover import COLLISION, CT_CHANNEL_SUFFIX, find_cases
+from c2fseg.io.geometry import Geometry, grid_difference, make_geometry
 from c2fseg.labels import LABELS, ORGANS, STAGE_LABELS, TUMOR, check_stage
 
 #: Bumped when the merge rules or the file layout change, so old builds are redone.
 BUILD_VERSION = 2
-IMAGE_SUFFIX = "_0000.nii.gz"
+IMAGE_SUFFIX = CT_CHANNEL_SUFFIX + ".nii.gz"
 LABEL_SUFFIX = ".nii.gz"
 RECORD = "c2fseg_build.json"
-#: Geometry tolerances between an image and its label/pseudo label: spacing (relative) and
-#: canonical origin (fraction of the voxel size along each axis).
-SPACING_RTOL = 1e-3
-ORIGIN_VOXEL_TOL = 0.1
 
 
 class StageDatasetError(ValueError):
@@ -197,26 +196,27 @@ class CaseSources:
         return sig
 
 
-def _find_any_extension(folder: Path, stem: str) -> Path | None:
-    """``folder/<stem>.<ext>`` for the first supported image extension present, if any."""
-    from c2fseg.io.formats import IMAGE_EXTENSIONS
+def files_by_case(folder: Path | None, layout: str) -> dict[str, Path]:
+    """{case id: file} of a folder (:func:`c2fseg.io.find_cases` in ``layout``); empty when the
+    folder does not exist.
 
-    for ext in IMAGE_EXTENSIONS:
-        if (folder / (stem + ext)).is_file():
-            return folder / (stem + ext)
-    return None
+    For lookups only: of several files of one case the preferred one is taken (.nii.gz first),
+    and names that are not case files (an image without ``_0000``) are left out.
+    """
+    if folder is None or not folder.is_dir():
+        return {}
+    return {c.case_id: c.path for c in find_cases(folder, layout) if c.ok or c.problem == COLLISION}
 
 
-def find_pseudo_label(folder: Path, case: str) -> Path | None:
+def find_pseudo_label(folder: Path, case: str,
+                      files: Mapping[str, Path] | None = None) -> Path | None:
     """``<case>.<ext>`` (or ``<case>_0000.<ext>``) in a pseudo-label folder, if present.
 
-    ``<ext>`` is any image format c2fseg reads (.nii.gz first).
+    ``<ext>`` is any image format c2fseg reads (.nii.gz first). ``files`` is the folder's
+    :func:`files_by_case` when the caller has it already (one folder scan for many cases).
     """
-    for stem in (case, case + "_0000"):
-        found = _find_any_extension(folder, stem)
-        if found is not None:
-            return found
-    return None
+    files = files_by_case(folder, "labels") if files is None else files
+    return files.get(case) or files.get(case + CT_CHANNEL_SUFFIX)
 
 
 def case_sources(data_dir: Path, cases: Iterable[str], pseudo_dir: Path | None,
@@ -226,49 +226,40 @@ def case_sources(data_dir: Path, cases: Iterable[str], pseudo_dir: Path | None,
     ``case_files`` is the splits document's ``cases`` entry: ``{case: {"image": rel, "label":
     rel or None}}`` with paths relative to ``data_dir`` (what ``c2fseg split`` found, any
     extension). Cases not in it are looked up as ``imagesTr/<case>_0000.<ext>`` and
-    ``labelsTr/<case>.<ext>``.
+    ``labelsTr/<case>.<ext>``; a missing image is reported as ``imagesTr/<case>_0000.nii.gz``.
     """
+    cases = list(cases)
+    listed = case_files or {}
+    unlisted = any(not (listed.get(c) or {}).get("image") for c in cases)
+    images = files_by_case(data_dir / "imagesTr", "images") if unlisted else {}
+    labels = files_by_case(data_dir / "labelsTr", "labels") if unlisted else {}
+    pseudo = files_by_case(pseudo_dir, "labels")
     out = []
     for case in cases:
-        entry = (case_files or {}).get(case)
+        entry = listed.get(case)
         if entry is not None and entry.get("image"):
             image = data_dir / entry["image"]
             label = data_dir / entry["label"] if entry.get("label") else None
         else:
-            image = _find_any_extension(data_dir / "imagesTr", case + "_0000") or \
-                data_dir / "imagesTr" / (case + IMAGE_SUFFIX)
-            label = _find_any_extension(data_dir / "labelsTr", case)
+            image = images.get(case) or data_dir / "imagesTr" / (case + IMAGE_SUFFIX)
+            label = labels.get(case)
         out.append(CaseSources(
             case=case,
             image=image,
             label=label if label is not None and label.is_file() else None,
-            pseudo=find_pseudo_label(pseudo_dir, case) if pseudo_dir is not None else None,
+            pseudo=find_pseudo_label(pseudo_dir, case, pseudo) if pseudo_dir is not None else None,
         ))
     return out
 
 
-def geometry_mismatch(image_geom, other_geom) -> str | None:
-    """Why two files' voxel grids differ in canonical form, or None when they match.
+def geometry_mismatch(image_geom: Geometry, other_geom: Geometry) -> str | None:
+    """Why a label's voxel grid differs from its image's, or None when it can be used with it.
 
-    Compares canonical shape, spacing and origin (from ``c2fseg.io.read_geometry``), so a label
+    :func:`c2fseg.io.geometry.grid_difference`: canonical shape, spacing and origin, so a label
     stored in another but equivalent axis order matches its image, while one shifted in space
     does not.
     """
-    shape, o_shape = tuple(image_geom.canonical_shape), tuple(other_geom.canonical_shape)
-    if shape != o_shape:
-        return f"canonical shape {o_shape} but the image has {shape}"
-    spacing = np.array(image_geom.canonical_spacing, dtype=float)
-    o_spacing = np.array(other_geom.canonical_spacing, dtype=float)
-    if not np.allclose(o_spacing, spacing, rtol=SPACING_RTOL, atol=1e-4):
-        return (f"spacing {tuple(round(float(v), 4) for v in o_spacing)} but the image has "
-                f"{tuple(round(float(v), 4) for v in spacing)}")
-    origin = np.array(image_geom.canonical_origin, dtype=float)
-    o_origin = np.array(other_geom.canonical_origin, dtype=float)
-    tol = ORIGIN_VOXEL_TOL * spacing[::-1]  # canonical_origin is world x, y, z; spacing is z, y, x
-    if np.any(np.abs(o_origin - origin) > tol):
-        return (f"origin {tuple(round(float(v), 3) for v in o_origin)} but the image has "
-                f"{tuple(round(float(v), 3) for v in origin)} (shifted in space)")
-    return None
+    return grid_difference(image_geom, other_geom)
 
 
 def check_sources(stage: str, sources: list[CaseSources]) -> None:
@@ -277,8 +268,6 @@ def check_sources(stage: str, sources: list[CaseSources]) -> None:
     Raises StageDatasetError listing every problem case (label values are checked while
     building, because they need the whole volume).
     """
-    from c2fseg.io.image import ImageReadError, read_geometry
-
     problems: list[str] = []
     needs_label = stage in ("coarse", "tumor")
     needs_pseudo = stage in ("tumor", "organ")
@@ -316,9 +305,7 @@ def _problem_report(stage: str, problems: list[str]) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def _canonical_geometry(shape, spacing, origin):
-    from c2fseg.io.image import make_geometry
-
+def _canonical_geometry(shape, spacing, origin) -> Geometry:
     return make_geometry(tuple(shape), tuple(spacing), tuple(origin))
 
 
@@ -340,8 +327,6 @@ def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int) -> dict
 
     Raises EmptyTargetError (nothing written) when the target has no label of the stage.
     """
-    from c2fseg.io.image import ImageReadError, read_image, read_labels, write_volume
-
     ct = read_image(src.image)
     gt = read_labels(src.label).array if src.label is not None else None
     pseudo = read_labels(src.pseudo).array if src.pseudo is not None else None
@@ -384,8 +369,6 @@ def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable
     preprocessing are up to date). Raises StageDatasetError listing every bad case.
     """
     from tqdm import tqdm
-
-    from c2fseg.io.image import ImageReadError
 
     check_stage(stage)
     data_dir, out_dir = Path(data_dir), Path(out_dir)

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from c2fseg.io.errors import ImageReadError, itk_reason
+from c2fseg.io.geometry import GEOMETRY_TOLERANCE
 
 #: Allowed deviation of a slice gap from the typical gap: max(absolute mm, fraction of gap).
 GAP_TOLERANCE_MM = 0.02
@@ -85,7 +86,7 @@ def check_slice_positions(files: list[str], folder: Path, uid: str) -> None:
     if any(p is None or o is None or p.size != 3 or o.size != 6 for p, o in headers):
         return  # no geometry tags: nothing to check against (ITK uses defaults)
     orients = np.array([o for _, o in headers])
-    if np.abs(orients - orients[0]).max() > 1e-4:
+    if np.abs(orients - orients[0]).max() > GEOMETRY_TOLERANCE:
         raise ImageReadError(
             f"{folder}: DICOM series {uid} mixes slice orientations. Pass a series whose "
             "slices all have the same orientation (re-export or split the series)."
@@ -94,7 +95,7 @@ def check_slice_positions(files: list[str], folder: Path, uid: str) -> None:
     pos = np.sort(np.array([p for p, _ in headers]) @ normal)
     gaps = np.diff(pos)
     typical = float(np.median(gaps))
-    if gaps.min() <= 1e-4 or typical <= 0:
+    if gaps.min() <= GEOMETRY_TOLERANCE or typical <= 0:
         raise ImageReadError(
             f"{folder}: DICOM series {uid} has several slices at the same position "
             f"(e.g. {pos[int(np.argmin(gaps))]:.2f} mm): it probably mixes two acquisitions. "

@@ -1,18 +1,28 @@
-"""Find the CT cases in an input folder for batch prediction, and vet the output folder.
+"""Find the cases in a folder and name them: the one place that knows c2fseg's file naming.
 
-Rules (deterministic, sorted by case id):
+:func:`find_cases` lists a folder in one of three layouts (deterministic, sorted by case id):
 
-- Image files with a supported extension are cases; the case id is the name without the
-  extension. If any image in the folder ends in ``_0000`` the folder uses nnU-Net channel
-  names: ``x_0000`` is case ``x`` and ``x_0001``, ``x_0002``... are extra channels, which is an
-  error for case ``x`` (c2fseg takes one CT channel). Without any ``_0000`` name, names such as
-  ``case_0001.nii.gz`` are taken as they are.
-- A subfolder holding DICOM files is a case whose id is the folder name (one series per folder;
-  only the folder's own files, not deeper levels).
-- Several inputs mapping to one case id (``a.nii.gz`` + ``a_0000.nii.gz``, ``a.nii.gz`` +
-  ``a.mha``) make that case an error; c2fseg never silently picks one.
-- Hidden files, non-image files (.json, .txt, .csv, .png...) and folders without DICOM are
-  ignored; image formats c2fseg cannot read (.img, .npy, .nii.bz2...) become error cases.
+``"inputs"`` (predict, pseudolabel; the default)
+    Image files with a supported extension are cases; the case id is the name without the
+    extension. If any image in the folder ends in ``_0000`` the folder uses nnU-Net channel
+    names: ``x_0000`` is case ``x`` and ``x_0001``, ``x_0002``... are extra channels, which is an
+    error for case ``x`` (c2fseg takes one CT channel). Without any ``_0000`` name, names such as
+    ``case_0001.nii.gz`` are taken as they are. A subfolder holding DICOM files is a case whose
+    id is the folder name (one series per folder; only the folder's own files, not deeper
+    levels). Image formats c2fseg cannot read (.img, .npy, .nii.bz2...) and DICOM files lying
+    directly in the folder become error cases. A folder without any case is an error.
+``"images"`` (nnU-Net ``imagesTr`` of a training set: split, stage datasets, training)
+    Every image file is named ``<case>_NNNN.<ext>``; channel ``_0000`` is the CT of ``<case>``,
+    other channels are ignored (c2fseg trains on CT only), a name without a channel suffix is an
+    error case. DICOM folders are not looked at.
+``"labels"`` (``labelsTr``, pseudo-label and prediction folders: evaluate, stage datasets)
+    Every image file ``<case>.<ext>`` is case ``<case>``; nothing else is looked at.
+
+In every layout hidden files and non-image files (.json, .txt, .csv, .png...) are ignored, and
+several inputs mapping to one case id (``a.nii.gz`` + ``a_0000.nii.gz``, ``a.nii.gz`` +
+``a.mha``) make that case an error: c2fseg never silently picks one. Such a case lists every
+input in ``candidates``, preferred first (by extension: .nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd),
+for callers that report the collision their own way.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from pathlib import Path
 
 from c2fseg.io.errors import FolderError
 from c2fseg.io.formats import (
+    IMAGE_EXTENSIONS,
     NON_IMAGE_EXTENSIONS,
     SUPPORTED_HELP,
     full_suffix,
@@ -32,6 +43,13 @@ from c2fseg.io.formats import (
     strip_image_extension,
 )
 from c2fseg.io.integrity import unsupported_message
+
+#: The nnU-Net channel suffix of a CT image file: ``<case>_0000.<ext>``.
+CT_CHANNEL_SUFFIX = "_0000"
+LAYOUTS = ("inputs", "images", "labels")
+#: ``CaseInput.problem`` values.
+COLLISION, EXTRA_CHANNEL, BAD_NAME, UNSUPPORTED, LOOSE_DICOM = (
+    "collision", "extra_channel", "bad_name", "unsupported", "loose_dicom")
 
 _CHANNEL = re.compile(r"(.+)_(\d{4})")
 #: Files that are images c2fseg cannot read (reported, not ignored).
@@ -44,12 +62,14 @@ _DICOM_PROBE_FILES = 8
 
 @dataclass(frozen=True)
 class CaseInput:
-    """One case to predict: a CT file or DICOM series folder, or why it cannot be used."""
+    """One case found in a folder: an image file or DICOM series folder, or why it is unusable."""
 
     case_id: str
-    path: Path  # the image file or DICOM folder (the first one, for an error case)
+    path: Path  # the image file or DICOM folder (the preferred candidate, for a collision)
     kind: str  # "file" or "dicom"
     error: str | None = None
+    problem: str | None = None  # which problem ``error`` describes: COLLISION, BAD_NAME, ...
+    candidates: tuple[Path, ...] = ()  # every input mapping to this case id, preferred first
 
     @property
     def ok(self) -> bool:
@@ -63,19 +83,41 @@ class _Entry:
     channel: int | None
 
 
-def find_cases(input_dir: str | os.PathLike) -> list[CaseInput]:
-    """List the cases in ``input_dir`` (see module docs); error cases carry ``error``."""
+def channel_file_name(case_id: str, ext: str = ".nii.gz") -> str:
+    """The nnU-Net file name of a case's CT: ``<case>_0000<ext>``."""
+    return f"{case_id}{CT_CHANNEL_SUFFIX}{ext}"
+
+
+def case_id_of(path: str | os.PathLike, layout: str = "labels") -> str:
+    """The case id one file name gives: its name without the image extension and, for the
+    ``"images"`` layout, without the ``_0000`` channel suffix."""
+    _check_layout(layout)
+    stem = strip_image_extension(Path(path))
+    if layout == "images" and stem.endswith(CT_CHANNEL_SUFFIX):
+        return stem[: -len(CT_CHANNEL_SUFFIX)]
+    return stem
+
+
+def find_cases(input_dir: str | os.PathLike, layout: str = "inputs") -> list[CaseInput]:
+    """List the cases in ``input_dir`` for ``layout`` (see module docs); error cases carry
+    ``error`` and ``problem``. Raises :class:`FolderError` for a missing folder, a file, or (in
+    the ``"inputs"`` layout) a folder without any case."""
+    _check_layout(layout)
     folder = Path(input_dir).expanduser()
     _check_input_dir(folder)
-    entries, problems = _scan(folder)
-    cases = [_make_case(cid, group) for cid, group in _group(entries).items()]
-    cases += problems
-    if not cases:
+    entries, problems = _scan(folder, layout)
+    cases = [_make_case(cid, group) for cid, group in _group(entries).items()] + problems
+    if not cases and layout == "inputs":
         raise FolderError(
             f"{folder}: no CT images found. Put the CTs there as {SUPPORTED_HELP} "
             "(one DICOM series per subfolder)."
         )
     return sorted(cases, key=lambda c: (c.case_id, str(c.path)))
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown folder layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
 
 
 def _check_input_dir(folder: Path) -> None:
@@ -87,7 +129,33 @@ def _check_input_dir(folder: Path) -> None:
         )
 
 
-def _scan(folder: Path) -> tuple[list[_Entry], list[CaseInput]]:
+def _scan(folder: Path, layout: str) -> tuple[list[_Entry], list[CaseInput]]:
+    """The inputs of ``folder`` (channels marked) plus cases that are errors by themselves."""
+    if layout == "inputs":
+        return _scan_inputs(folder)
+    files = [p for p in sorted(folder.iterdir())
+             if not p.name.startswith(".") and image_extension(p) and p.is_file()]
+    if layout == "labels":
+        return [_Entry(p, "file", None) for p in files], []
+    return _training_images(files)
+
+
+def _training_images(files: list[Path]) -> tuple[list[_Entry], list[CaseInput]]:
+    """Channel-0 files of an imagesTr folder, plus error cases for names without a channel."""
+    entries, problems = [], []
+    for p in files:
+        m = _CHANNEL.fullmatch(strip_image_extension(p))
+        if m is None:
+            problems.append(CaseInput(
+                strip_image_extension(p), p, "file",
+                f"{p}: image names must end in {CT_CHANNEL_SUFFIX}.<ext> (nnU-Net channel 0)",
+                BAD_NAME, (p,)))
+        elif int(m.group(2)) == 0:
+            entries.append(_Entry(p, "file", 0))
+    return entries, problems
+
+
+def _scan_inputs(folder: Path) -> tuple[list[_Entry], list[CaseInput]]:
     """Image files and DICOM folders in ``folder``, plus error cases for unreadable images."""
     entries: list[_Entry] = []
     problems: list[CaseInput] = []
@@ -101,20 +169,22 @@ def _scan(folder: Path) -> tuple[list[_Entry], list[CaseInput]]:
         elif image_extension(p):
             entries.append(_Entry(p, "file", None))
         elif _is_unreadable_image(p):
-            problems.append(CaseInput(p.name.split(".")[0], p, "file", unsupported_message(p)))
+            problems.append(CaseInput(p.name.split(".")[0], p, "file", unsupported_message(p),
+                                      UNSUPPORTED, (p,)))
         elif not p.suffix and _is_dicom_file(p):
             loose_dicom.append(p)
     if loose_dicom:
         problems.append(CaseInput(folder.name, folder, "dicom", (
             f"{folder}: holds {len(loose_dicom)} DICOM files directly. Put each DICOM series in "
-            "its own subfolder of the input folder (the subfolder name becomes the case id).")))
+            "its own subfolder of the input folder (the subfolder name becomes the case id)."),
+            LOOSE_DICOM, tuple(loose_dicom)))
     return _assign_channels(entries), problems
 
 
 def _assign_channels(entries: list[_Entry]) -> list[_Entry]:
     """Mark nnU-Net channel suffixes when the folder uses them (any file ending in _0000)."""
     stems = [strip_image_extension(e.path) for e in entries if e.kind == "file"]
-    if not any(s.endswith("_0000") for s in stems):
+    if not any(s.endswith(CT_CHANNEL_SUFFIX) for s in stems):
         return entries
     out = []
     for e in entries:
@@ -137,11 +207,21 @@ def _group(entries: list[_Entry]) -> dict[str, list[_Entry]]:
     return groups
 
 
+def _preference(entry: _Entry) -> tuple[int, str]:
+    """Sort key: files by extension (IMAGE_EXTENSIONS order), DICOM folders last, then name."""
+    ext = image_extension(entry.path) if entry.kind == "file" else None
+    return (IMAGE_EXTENSIONS.index(ext) if ext else len(IMAGE_EXTENSIONS), entry.path.name)
+
+
 def _make_case(case_id: str, group: list[_Entry]) -> CaseInput:
+    group = sorted(group, key=_preference)
     first = group[0]
+    candidates = tuple(e.path for e in group)
     names = ", ".join(e.path.name for e in group)
     extra = [e for e in group if e.channel not in (None, 0)]
+    error, problem = None, None
     if extra:
+        problem = EXTRA_CHANNEL
         error = (
             f"case {case_id}: found channel file(s) {', '.join(e.path.name for e in extra)}; "
             "c2fseg takes one CT channel (name it <case>_0000 or <case>). Remove the other "
@@ -149,13 +229,12 @@ def _make_case(case_id: str, group: list[_Entry]) -> CaseInput:
             "them so that no name ends in _NNNN)."
         )
     elif len(group) > 1:
+        problem = COLLISION
         error = (
             f"case {case_id}: several inputs map to this case id ({names}); c2fseg does not "
             "pick one. Remove or rename all but one of them."
         )
-    else:
-        error = None
-    return CaseInput(case_id, first.path, first.kind, error)
+    return CaseInput(case_id, first.path, first.kind, error, problem, candidates)
 
 
 def _is_unreadable_image(path: Path) -> bool:

@@ -9,6 +9,10 @@ class ImageReadError(ValueError):
     """An input image cannot be used; the message names the file, the problem and the fix."""
 
 
+class LabelValueError(ImageReadError):
+    """A label map holds values that are not FLARE23 label ids (non-integer or outside 0-14)."""
+
+
 class FolderError(ValueError):
     """An input or output folder cannot be used; the message names the folder and the fix."""
 

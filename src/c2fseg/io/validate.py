@@ -1,6 +1,6 @@
 """Checks on input images and their values; every error names the file, the problem and the fix.
 
-Decisions (see also docs in :mod:`c2fseg.io.image`):
+Decisions (canonical form: :mod:`c2fseg.io.geometry`):
 
 - 2D images are read as a 3D volume of one slice (spacing 1 mm along the added axis) and the
   label map is written back as that one-slice 3D volume; a warning says results on one slice
@@ -20,9 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from c2fseg.io.dicom import read_dicom_series
-from c2fseg.io.errors import ImageReadError, itk_reason
+from c2fseg.io.errors import ImageReadError, LabelValueError, itk_reason
 from c2fseg.io.formats import image_extension
-from c2fseg.io.image import Geometry, header_matches
+from c2fseg.io.geometry import Geometry, header_matches
 from c2fseg.io.integrity import check_file
 from c2fseg.labels import MAX_LABEL
 
@@ -32,11 +32,6 @@ _SAMPLE = 1_000_000
 
 class ImageValueWarning(UserWarning):
     """An image was read but its values or geometry look wrong for an abdominal CT."""
-
-
-def read_any(path: Path) -> sitk.Image:
-    """Read a 3D scalar image from a file or a DICOM series folder (see :func:`read_scalar_3d`)."""
-    return read_scalar_3d(Path(path))[0]
 
 
 def read_scalar_3d(path: Path) -> tuple[sitk.Image, dict]:
@@ -201,22 +196,24 @@ def emit_warnings(notes: list[str]) -> None:
 
 
 def check_label_values(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Labels must be integers in 0-14; returns them as uint8 (errors list offending values)."""
+    """Labels must be whole numbers 0-14; returns them as uint8 (``arr`` itself if it already is
+    uint8; :class:`LabelValueError` lists the offending values)."""
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
-            raise ImageReadError(
-                f"{path}: label values must be integers 0-{MAX_LABEL}; found non-integer values "
-                f"{_examples(arr[bad])} in {int(bad.sum())} voxels. Check that this is a label "
-                "map (not a CT or a probability map) and was not resampled with interpolation."
+            raise LabelValueError(
+                f"{path}: label values must be whole numbers 0-{MAX_LABEL}; found non-integer "
+                f"values {_examples(arr[bad])} in {int(bad.sum())} voxels. Check that this is a "
+                "label map (not a CT or a probability map) and was not resampled with "
+                "interpolation."
             )
     if arr.size and (arr.min() < 0 or arr.max() > MAX_LABEL):
         bad = (arr < 0) | (arr > MAX_LABEL)
-        raise ImageReadError(
+        raise LabelValueError(
             f"{path}: label values must be 0-{MAX_LABEL} (FLARE23 labels); found "
             f"{_examples(arr[bad])} in {int(bad.sum())} voxels. Remap the labels to FLARE23 ids."
         )
-    return arr.astype(np.uint8)
+    return arr.astype(np.uint8, copy=False)
 
 
 def _examples(values: np.ndarray, n: int = 10) -> str:

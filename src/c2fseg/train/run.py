@@ -80,16 +80,19 @@ def _check_fold(fold, splits: dict, stage: str):
 def _link_images(data_dir: Path, cases: list[str], splits: dict, out: Path) -> Path:
     """A folder of links to the images of ``cases`` (inputs for pseudo labelling).
 
-    Each link keeps its image's extension (``<case>_0000.nrrd`` links to an .nrrd file), so the
-    image is read in its own format.
+    Images are located like the stage dataset does (:func:`c2fseg.data.stage_dataset.case_sources`:
+    the splits' paths, else ``imagesTr/<case>_0000.<ext>``). Each link keeps its image's
+    extension (``<case>_0000.nrrd`` links to an .nrrd file), so the image is read in its own
+    format.
     """
+    from c2fseg.data.stage_dataset import case_sources
+    from c2fseg.io.discover import channel_file_name
     from c2fseg.io.formats import image_extension
 
     out.mkdir(parents=True, exist_ok=True)
-    for case in cases:
-        rel = splits.get("cases", {}).get(case, {}).get("image") or f"imagesTr/{case}_0000.nii.gz"
-        src = (data_dir / rel).resolve()
-        dst = out / f"{case}_0000{image_extension(src) or '.nii.gz'}"
+    for source in case_sources(data_dir, cases, None, splits.get("cases")):
+        src = source.image.resolve()
+        dst = out / channel_file_name(source.case, image_extension(src) or ".nii.gz")
         if dst.is_symlink() or dst.exists():
             continue
         try:
