@@ -13,6 +13,7 @@ from c2fseg.infer.probabilities import (
     probabilities_to_labels,
     resize_probabilities,
     resized_probability_labels,
+    z_splits_for_roi,
 )
 from c2fseg.infer.resample import model_grid_labels
 
@@ -98,3 +99,10 @@ def test_labels_of_resized_probabilities_without_holding_them(chunks):
     out = resized_probability_labels(probs, out_shape, lut, z_splits=splits, chunk_z=4)
     assert out.dtype == torch.uint8 and torch.equal(out, ref)
     assert set(torch.unique(out).tolist()) <= set(lut.tolist())
+
+
+def test_z_splits_for_roi_split_only_above_the_slice_limit():
+    assert z_splits_for_roi(200, 380, chunks=3) is None
+    assert z_splits_for_roi(200, 381, chunks=3) == even_z_splits(200, 381, 3)
+    assert z_splits_for_roi(200, 600) is None  # default: one interpolation
+    assert z_splits_for_roi(20, 12, max_slices=10, chunks=2) == [(0, 10, 0, 6), (10, 20, 6, 12)]

@@ -56,6 +56,23 @@ def even_z_splits(n_src: int, n_dst: int, chunks: int) -> list[ZSplit]:
     return [(src[i], src[i + 1], dst[i], dst[i + 1]) for i in range(chunks)]
 
 
+#: The published pipeline resizes in one interpolation up to this many output (ROI) slices.
+SINGLE_RESIZE_MAX_SLICES = 380
+
+
+def z_splits_for_roi(
+    n_src: int, n_dst: int, *, max_slices: int = SINGLE_RESIZE_MAX_SLICES, chunks: int = 1
+) -> list[ZSplit] | None:
+    """None (one interpolation) up to ``max_slices`` output slices, else ``chunks`` even splits.
+
+    The published pipeline uses 2, 3 or 4 chunks above 380 slices, chosen by a rule that is not
+    documented; ``chunks=1`` (the default) keeps one interpolation there too.
+    """
+    if n_dst <= max_slices or chunks <= 1:
+        return None
+    return even_z_splits(n_src, n_dst, chunks)
+
+
 def _cuts(n: int, chunks: int) -> list[int]:
     """Boundaries 0 = b0 < ... < b_chunks = n of ``numpy.array_split(range(n), chunks)``."""
     size, extra = divmod(n, chunks)
