@@ -9,6 +9,7 @@ import torch
 from c2fseg.infer.merge import (
     mean_probability,
     merge_labels,
+    reconcile_tumor_maps,
     tumor_mask_from_models,
 )
 from c2fseg.labels import TUMOR
@@ -91,3 +92,44 @@ def test_min_size_rule_in_ml_uses_spacing():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="shape"):
         merge_labels(organ_map(), np.zeros((2, 2, 2), bool), (1.0, 1.0, 1.0))
+
+
+# -- the published tumor reconciliation and merge --------------------------------------------------
+
+FIRST = np.array([14, 14, 1, 14, 0, 2, 14, 0], dtype=np.uint8).reshape(2, 2, 2)
+SECOND = np.array([1, 0, 14, 3, 14, 2, 0, 14], dtype=np.uint8).reshape(2, 2, 2)
+
+
+def test_reconciliation_by_hand():
+    # union: [14, 14, 14, 14, 14, 2, 14, 14]; tumor voxels in C order 0, 1, 2, 3, 4, 6, 7;
+    # SECOND has N = 3 tumor voxels, so voxels 0, 1, 2 take SECOND's label where it is not 14
+    out = reconcile_tumor_maps(FIRST, SECOND)
+    assert out.dtype == np.uint8
+    assert out.ravel().tolist() == [1, 0, 14, 14, 14, 2, 14, 14]
+
+
+def test_reconciliation_visits_in_c_order_whatever_the_memory_layout():
+    out = reconcile_tumor_maps(np.asfortranarray(FIRST), np.asfortranarray(SECOND))
+    assert out.ravel().tolist() == [1, 0, 14, 14, 14, 2, 14, 14]  # Fortran order: [1, 14, ...]
+
+
+def test_reconciliation_depends_on_model_order():
+    swapped = reconcile_tumor_maps(SECOND, FIRST)  # N = 4: voxels 0..3, FIRST's 1 lands on 2
+    assert swapped.ravel().tolist() == [14, 14, 1, 14, 14, 2, 14, 14]
+    with pytest.raises(ValueError, match="shape"):
+        reconcile_tumor_maps(FIRST, SECOND[:1])
+
+
+def test_without_second_tumor_the_first_map_is_kept():
+    second = np.where(SECOND == TUMOR, 0, SECOND).astype(np.uint8)
+    assert np.array_equal(reconcile_tumor_maps(FIRST, second), FIRST)
+
+
+def test_merge_with_rules_off_is_the_published_merge():
+    """Organ map everywhere, 14 wherever the (reconciled) tumor map says 14, its organs ignored."""
+    g = np.random.default_rng(0)
+    organ = g.integers(0, 14, size=(6, 7, 8)).astype(np.uint8)
+    tumor_map = g.choice([0, 1, 5, TUMOR], size=(6, 7, 8)).astype(np.uint8)
+    merged = merge_labels(organ, tumor_map == TUMOR, (2.0, 1.0, 1.0))
+    assert np.array_equal(merged, np.where(tumor_map == TUMOR, TUMOR, organ))
+    assert (tumor_map == TUMOR).any() and ((tumor_map == 5) & (organ != 5)).any()

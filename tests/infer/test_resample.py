@@ -7,7 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from c2fseg.infer.resample import grid_shape, iter_z_chunks, logits_to_labels, resample_image
+from c2fseg.infer.resample import (
+    grid_shape,
+    iter_z_chunks,
+    legacy_nearest_indices,
+    linear_taps,
+    logits_to_labels,
+    resample_image,
+    resize_labels_nearest,
+)
 
 CPU = torch.device("cpu")
 
@@ -130,3 +138,86 @@ def test_half_precision_logits_give_nearly_the_same_labels():
     half, prob = logits_to_labels(logits.half(), (15, 21, 9), lut, chunk_z=4, prob_channel=1)
     assert prob.dtype == torch.float16
     assert (half == ref).float().mean() > 0.99
+
+
+# -- align_corners=True (the published pipeline's interpolation) ------------------------------
+
+
+@pytest.mark.parametrize("out_shape", [(9, 15, 8), (4, 6, 20), (7, 11, 13), (1, 3, 1)])
+def test_align_corners_matches_torch_trilinear(out_shape):
+    img = torch.randn(7, 11, 13)
+    ref = F.interpolate(img[None, None], size=out_shape, mode="trilinear", align_corners=True)[0, 0]
+    out = resample_image(img, out_shape, device=CPU, chunk_z=2, align_corners=True)
+    assert torch.allclose(out, ref, atol=1e-5)
+    if out_shape != img.shape:  # a different rule from our default
+        ours = resample_image(img, out_shape, device=CPU, chunk_z=2)
+        assert not torch.allclose(ours, ref, atol=1e-3)
+
+
+def test_align_corners_samples_the_end_voxels():
+    """9 -> 5 along z: the corners coincide, samples 0, 2, 4, 6, 8 (ours: 0.4, 2.2, 4, 5.8, 7.6)."""
+    ramp = torch.arange(9, dtype=torch.float32)[:, None, None].repeat(1, 2, 3)
+    out = resample_image(ramp, (5, 2, 3), device=CPU, align_corners=True)
+    assert torch.allclose(out[:, 0, 0], torch.tensor([0.0, 2.0, 4.0, 6.0, 8.0]), atol=1e-6)
+    ours = resample_image(ramp, (5, 2, 3), device=CPU)
+    assert torch.allclose(ours[:, 0, 0], torch.tensor([0.4, 2.2, 4.0, 5.8, 7.6]), atol=1e-5)
+    assert torch.equal(resample_image(ramp, (5, 2, 3), device=CPU, align_corners=False), ours)
+
+
+def test_linear_taps_align_corners():
+    i0, i1, w = linear_taps(5, 3, 0, 3, align_corners=True)  # positions 0, 2, 4
+    assert i0.tolist() == [0, 2, 4] and i1.tolist() == [1, 3, 4]
+    assert w.tolist() == [0.0, 0.0, 0.0]
+    i0, i1, w = linear_taps(3, 5, 0, 5, align_corners=True)  # positions 0, .5, 1, 1.5, 2
+    assert i0.tolist() == [0, 0, 1, 1, 2] and torch.allclose(w, torch.tensor([0, 0.5, 0, 0.5, 0]))
+    i0, _, w = linear_taps(4, 1, 0, 1, align_corners=True)  # one output: the first voxel
+    assert i0.tolist() == [0] and w.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("mode", ["full", "boundary"])
+def test_align_corners_labels_match_torch_then_argmax(mode):
+    logits = _smooth_logits()
+    lut = torch.arange(6, dtype=torch.uint8)
+    out_shape = (15, 21, 9)
+    full = F.interpolate(logits[None], size=out_shape, mode="trilinear", align_corners=True)[0]
+    lab, prob = logits_to_labels(logits, out_shape, lut, chunk_z=4, prob_channel=4, mode=mode,
+                                 align_corners=True)
+    assert (lab == full.argmax(0).to(torch.uint8)).float().mean() > 0.999
+    ours = F.interpolate(logits[None], size=out_shape, mode="trilinear", align_corners=False)[0]
+    assert (lab != ours.argmax(0).to(torch.uint8)).any()
+    if mode == "boundary":
+        model_prob = torch.softmax(logits, 0)[4]
+        ref = F.interpolate(model_prob[None, None], size=out_shape, mode="trilinear", align_corners=True)
+        assert torch.allclose(prob.float(), ref[0, 0], atol=2e-3)
+
+
+# -- PyTorch's legacy 'nearest' label resize ----------------------------------------------------
+
+
+@pytest.mark.parametrize("n_in", [1, 2, 3, 7, 31, 64, 97, 160])
+def test_legacy_nearest_indices_match_torch(n_in):
+    for n_out in [1, 2, 5, 13, 64, 82, 94, 110, 255, 512]:
+        x = torch.arange(n_in, dtype=torch.float32)[None, None, :, None, None]
+        ref = F.interpolate(x, size=(n_out, 1, 1), mode="nearest")[0, 0, :, 0, 0].long().numpy()
+        assert np.array_equal(legacy_nearest_indices(n_in, n_out), ref), (n_in, n_out)
+
+
+def test_legacy_nearest_is_floor_not_centre_nor_corner_rounding():
+    # 4 -> 6: legacy floor(i * 4/6); nearest-exact would give [0, 1, 1, 2, 3, 3], align-corners
+    # rounding round(i * 3/5) would give [0, 1, 1, 2, 2, 3]
+    assert legacy_nearest_indices(4, 6).tolist() == [0, 0, 1, 2, 2, 3]
+    # float32 as in PyTorch: output 41 of 2 -> 82 reads source 0, not the exact floor(41*2/82) = 1
+    assert legacy_nearest_indices(2, 82)[41] == 0
+
+
+def test_resize_labels_nearest_matches_torch_for_arrays_and_tensors():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 15, (5, 9, 7), generator=g, dtype=torch.uint8)
+    out_shape = (13, 4, 82)
+    ref = F.interpolate(labels[None, None], size=out_shape, mode="nearest")[0, 0]
+    out_t = resize_labels_nearest(labels, out_shape)
+    out_n = resize_labels_nearest(labels.numpy(), out_shape)
+    assert out_t.dtype == torch.uint8 and torch.equal(out_t, ref)
+    assert out_n.dtype == np.uint8 and np.array_equal(out_n, ref.numpy())
+    with pytest.raises(ValueError, match="shape"):
+        resize_labels_nearest(labels, (3, 3))

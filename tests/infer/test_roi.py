@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c2fseg.infer.roi import RoiBox, box_gap_mm, compute_roi, largest_components
+from c2fseg.infer.roi import (
+    RoiBox,
+    box_gap_mm,
+    compute_roi,
+    foreground_bounds,
+    largest_components,
+    roi_from_foreground,
+)
 
 
 def coarse_map(shape=(40, 40, 40)) -> np.ndarray:
@@ -93,3 +100,39 @@ def test_box_to_dict_in_voxels_and_mm():
     assert d["shape_zyx"] == [4, 4, 6]
     assert d["size_mm_zyx"] == [8.0, 4.0, 3.0]
     assert d["offset_mm_zyx"] == [2.0, 2.0, 1.5]
+
+
+# -- the published ROI rule ------------------------------------------------------------------------
+
+
+def test_published_roi_stop_is_last_voxel_plus_pad_exclusive():
+    labels = np.zeros((40, 40, 40), dtype=np.uint8)
+    labels[10:20, 12:15, 5:31] = 3  # first/last voxels: z 10..19, y 12..14, x 5..30
+    box = roi_from_foreground(labels, (1.0, 2.0, 4.0))  # pads int(20/s): 20, 10, 5
+    assert box == RoiBox((0, 2, 0), (39, 24, 35))
+    # the last foreground row is 19 (z): the box ends at 19 + 20 = 39 exclusive, one short of ours
+    assert box.stop[0] - 1 == 19 + 20 - 1
+
+
+def test_published_roi_pad_is_truncated_not_rounded_up():
+    labels = np.zeros((30, 30, 30), dtype=np.uint8)
+    labels[15, 15, 15] = 1
+    box = roi_from_foreground(labels, (3.0, 0.7, 2.5), margin_mm=10.0)  # 3.33 -> 3, 14.29 -> 14, 4
+    assert box == RoiBox((12, 1, 11), (18, 29, 19))
+    ours = compute_roi(labels, (3.0, 0.7, 2.5), margin_mm=10.0)  # rounded up, inclusive end + pad
+    assert ours == RoiBox((11, 0, 11), (20, 30, 20))
+
+
+def test_published_roi_counts_every_label_and_clips():
+    labels = np.zeros((10, 10, 10), dtype=np.uint8)
+    labels[0, 9, 4] = 12  # any label > 0 counts (the clean-up deleted what should not)
+    labels[2, 3, 9] = 14
+    assert roi_from_foreground(labels, (1.0, 1.0, 1.0), margin_mm=5.0) == RoiBox((0, 0, 0), (7, 10, 10))
+    assert roi_from_foreground(np.zeros((4, 4, 4), np.uint8), (1.0, 1.0, 1.0)) is None
+
+
+def test_foreground_bounds_are_inclusive():
+    labels = np.zeros((5, 6, 7), dtype=np.uint8)
+    labels[1, 2, 3] = labels[3, 5, 4] = 2
+    assert foreground_bounds(labels) == ([1, 2, 3], [3, 5, 4])
+    assert foreground_bounds(np.zeros((2, 2, 2))) is None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from fake_models import tiny_stage_model
@@ -107,3 +110,101 @@ def test_fp16_accumulation_matches_fp32():
                               acc_dtype=torch.float16)
     assert half.dtype == torch.float16
     assert torch.allclose(half.float(), ref, atol=2e-2, rtol=1e-2)
+
+
+# -- the published pipeline's tile rule and probability averaging ---------------------------------
+
+
+@pytest.mark.parametrize("rule", ["stride", "span"])
+def test_tile_starts_round_half_to_even(rule):
+    # 13 - 8 = 5 over 2 gaps: the middle start is exactly 2.5 -> 2 (half up would give 3)
+    assert tile_starts(13, 8, 0.5, rule) == [0, 2, 5]
+    # 21 - 8 = 13 over 4 gaps: 0, 3.25, 6.5 -> 6 (half up: 7), 9.75, 13
+    assert tile_starts(21, 8, 0.5, rule) == [0, 3, 6, 10, 13]
+    # 23 - 8 = 15 over 4 gaps: 0, 3.75, 7.5 -> 8, 11.25, 15
+    assert tile_starts(23, 8, 0.5, rule) == [0, 4, 8, 11, 15]
+
+
+def test_span_rule_rounds_exact_halves_where_stride_rule_drifts():
+    stride, span = tile_starts(185, 8, 0.3, "stride"), tile_starts(185, 8, 0.3, "span")
+    assert len(stride) == len(span) == 75
+    assert span[37] == 88 and stride[37] == 89  # 37 * 177 / 74 = 88.5 exactly
+    assert [a for i, a in enumerate(span) if i != 37] == [a for i, a in enumerate(stride) if i != 37]
+
+
+@pytest.mark.parametrize("patch,step", [(96, 0.5), (160, 0.5), (192, 1.0), (64, 1.0)])
+def test_span_rule_is_the_published_formula(patch, step):
+    for size in list(range(patch, patch + 400, 7)) + [1105, 1111, 1871]:
+        n = math.ceil((size - patch) / (patch * step)) + 1
+        expected = [0] if n == 1 else np.round(np.arange(n) * (size - patch) / (n - 1)).astype(int).tolist()
+        assert tile_starts(size, patch, step, "span") == expected, size
+
+
+def test_unknown_tile_rule_or_average_is_refused():
+    with pytest.raises(ValueError, match="tile rule"):
+        tile_starts(40, 16, 0.5, "nnunet")
+    with pytest.raises(ValueError, match="average"):
+        sliding_window(_pointwise_net(), torch.randn(16, 32, 32), (16, 32, 32), 5, average="median")
+
+
+def test_default_padding_is_zero_and_centred():
+    seen = []
+
+    def record(batch):
+        seen.append(batch.clone())
+        return batch.repeat(1, 2, 1, 1, 1)
+
+    img = torch.ones(5, 8, 8)
+    sliding_window(record, img, (8, 8, 11), 2)  # z and x: 3 voxels of padding, 1 before, 2 after
+    tile = seen[0][0, 0]
+    assert tile.shape == (8, 8, 11) and float(tile.sum()) == img.numel()  # padded with 0
+    assert (tile[1:6, :, 1:9] == 1).all()
+
+
+def test_probability_average_of_pointwise_net_is_its_softmax():
+    net = _pointwise_net()
+    img = torch.randn(20, 40, 50)
+    with torch.inference_mode():
+        ref = torch.softmax(net(img[None, None])[0], 0)
+        out = sliding_window(net, img, (16, 32, 32), 5, step=0.5, average="probabilities")
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def _tile_dependent_net(channels=3):
+    """Logits that depend on the tile's mean: overlapping tiles disagree."""
+    net = _pointwise_net(channels, seed=3)
+    offsets = torch.linspace(-4, 4, channels).view(1, -1, 1, 1, 1)
+
+    def fn(batch):
+        return net(batch) + 6 * batch.mean(dim=(2, 3, 4), keepdim=True) * offsets
+
+    return fn
+
+
+def test_probabilities_are_averaged_uniformly_not_the_logits():
+    fn = _tile_dependent_net()
+    g = torch.Generator().manual_seed(0)
+    img = torch.randn(24, 8, 8, generator=g)
+    img[:12] += 1.0  # the two tiles see different means
+    with torch.inference_mode():
+        out = sliding_window(fn, img, (16, 8, 8), 3, step=0.5, average="probabilities")
+        logit_avg = sliding_window(fn, img, (16, 8, 8), 3, step=0.5)
+        p0 = torch.softmax(fn(img[None, None, 0:16])[0], 0)  # tile starts 0 and 8
+        p1 = torch.softmax(fn(img[None, None, 8:24])[0], 0)
+    expected = torch.empty(3, 24, 8, 8)
+    expected[:, :8], expected[:, 16:] = p0[:, :8], p1[:, 8:]
+    expected[:, 8:16] = (p0[:, 8:] + p1[:, :8]) / 2
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(out.sum(0), torch.ones(24, 8, 8), atol=1e-5)
+    assert not torch.allclose(torch.softmax(logit_avg, 0)[:, 8:16], expected[:, 8:16], atol=1e-3)
+
+
+def test_probability_sums_stay_float32_with_fp16_network_output():
+    net = _pointwise_net()
+    img = torch.randn(20, 40, 50)
+    with torch.inference_mode():
+        ref = sliding_window(net, img, (16, 32, 32), 5, average="probabilities")
+        half = sliding_window(lambda x: net(x).half(), img, (16, 32, 32), 5, average="probabilities",
+                              acc_dtype=torch.float32)
+    assert half.dtype == torch.float32
+    assert torch.allclose(half, ref, atol=5e-3)

@@ -94,3 +94,27 @@ def merge_labels(
     merged = organ_labels.copy()
     merged[tumor] = TUMOR
     return merged
+
+
+def reconcile_tumor_maps(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The published FLARE23 HIASBUAA combination of two tumor-stage label maps (order-dependent).
+
+    Starting from ``first``, tumor (14) is set wherever ``second`` says tumor (the union). Then
+    the union's tumor voxels are taken in raster (C) order and the first ``N`` of them, ``N``
+    being the number of ``second``'s tumor voxels, get ``second``'s label wherever that is not
+    tumor. So tumor voxels of ``first`` early in raster order can lose their tumor label, and
+    the result depends on which map comes first. Kept only to reproduce that pipeline; our rule
+    is :func:`tumor_mask_from_models`. Returns a uint8 label map.
+    """
+    first = np.asarray(first, dtype=np.uint8)
+    second = np.asarray(second, dtype=np.uint8)
+    if first.shape != second.shape:
+        raise ValueError(f"tumor maps differ in shape: {first.shape} vs {second.shape}")
+    second_tumor = second == TUMOR
+    union = first.copy()
+    union[second_tumor] = TUMOR
+    flat, other = union.reshape(-1), second.reshape(-1)
+    visited = np.flatnonzero(flat == TUMOR)[: int(np.count_nonzero(second_tumor))]
+    relabel = visited[other[visited] != TUMOR]
+    flat[relabel] = other[relabel]
+    return union

@@ -1,4 +1,11 @@
-"""Clean-up of a label map and pasting the ROI result back into a full-size volume."""
+"""Clean-up of a label map and pasting the ROI result back into a full-size volume.
+
+:func:`clean_coarse_labels` is the coarse-map clean-up of the published FLARE23 HIASBUAA
+pipeline (built from :func:`largest_component_centroid`, :func:`drop_components_far_from`,
+:func:`keep_largest_components` and :func:`delete_labels`); our own ROI rule is in
+:mod:`c2fseg.infer.roi`. Connectivity is 26 throughout; distances and centroids are in voxel
+index units of the map they are computed on.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,13 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from c2fseg.infer.roi import RoiBox
-from c2fseg.labels import SINGLE_COMPONENT_ORGANS
+from c2fseg.infer.roi import LIVER, RoiBox
+from c2fseg.labels import ROI_ORGANS, SINGLE_COMPONENT_ORGANS
+
+#: The published clean-up's distance limit from the liver centroid, in coarse-grid voxels.
+COARSE_MAX_LIVER_DISTANCE = 170 / 3
+#: Labels the published clean-up deletes from the coarse map (adrenals, duodenum).
+COARSE_DELETED_LABELS: tuple[int, ...] = (7, 8, 12)
 
 
 def keep_largest_components(
@@ -61,3 +73,66 @@ def paste_roi(roi_labels: np.ndarray, box: RoiBox, full_shape: Sequence[int]) ->
     full = np.zeros(tuple(full_shape), dtype=np.uint8)
     full[box.slices] = roi_labels
     return full
+
+
+def largest_component_centroid(labels: np.ndarray, label: int = LIVER) -> np.ndarray | None:
+    """Mean voxel coordinates (z, y, x) of the largest 26-connected component of ``label``.
+
+    None when ``label`` is absent. On equal voxel counts the component met first in raster
+    order wins.
+    """
+    mask = np.asarray(labels) == label
+    if not mask.any():
+        return None
+    cc, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
+    stats = cc3d.statistics(cc)
+    counts = np.asarray(stats["voxel_counts"])[1 : n + 1]
+    return np.asarray(stats["centroids"], dtype=np.float64)[1 + int(np.argmax(counts))]
+
+
+def drop_components_far_from(
+    labels: np.ndarray, centre: Sequence[float], max_distance: float
+) -> np.ndarray:
+    """Remove each 26-connected component of the foreground (all labels > 0 as one mask) whose
+    centroid lies farther than ``max_distance`` (Euclidean, voxel units) from ``centre``.
+
+    A component exactly at ``max_distance`` is kept. Returns a uint8 copy.
+    """
+    labels = np.asarray(labels, dtype=np.uint8)
+    cc, n = cc3d.connected_components((labels > 0).astype(np.uint8), connectivity=26, return_N=True)
+    if n == 0:
+        return labels.copy()
+    centroids = np.asarray(cc3d.statistics(cc)["centroids"], dtype=np.float64)
+    distance = np.sqrt(((centroids - np.asarray(centre, dtype=np.float64)) ** 2).sum(axis=1))
+    keep = distance <= max_distance
+    keep[0] = True  # background stays background
+    return np.where(keep[cc], labels, 0).astype(np.uint8)
+
+
+def delete_labels(labels: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
+    """A uint8 copy of ``labels`` with every voxel of ``label_ids`` set to background."""
+    labels = np.asarray(labels, dtype=np.uint8)
+    return np.where(np.isin(labels, list(label_ids)), 0, labels).astype(np.uint8)
+
+
+def clean_coarse_labels(
+    labels: np.ndarray,
+    *,
+    max_distance: float = COARSE_MAX_LIVER_DISTANCE,
+    keep_largest_ids: Sequence[int] = ROI_ORGANS,
+    deleted_ids: Sequence[int] = COARSE_DELETED_LABELS,
+    anchor: int = LIVER,
+) -> np.ndarray:
+    """The published coarse-map clean-up, in this order, on the coarse model's grid.
+
+    1. foreground components whose centroid is farther than ``max_distance`` voxels from the
+       centroid of the largest ``anchor`` (liver) component are removed (skipped without one);
+    2. only the largest component of each of ``keep_largest_ids`` is kept;
+    3. ``deleted_ids`` are deleted.
+    """
+    labels = np.asarray(labels, dtype=np.uint8)
+    centre = largest_component_centroid(labels, anchor)
+    if centre is not None:
+        labels = drop_components_far_from(labels, centre, max_distance)
+    labels = keep_largest_components(labels, keep_largest_ids)
+    return delete_labels(labels, deleted_ids)

@@ -12,12 +12,19 @@ taken on the model grid and copied to every output voxel whose model-grid cell h
 all 8 corners (exact for trilinear interpolation, see there); only the voxels near label
 boundaries get all classes interpolated. :func:`grid_box_to_input` maps a box found on a
 model grid back to input voxels conservatively.
+
+Every resampling function takes ``align_corners`` (default False, the rule above). With True the
+first and last voxel centres of both grids coincide, ``src = dst * (n_src - 1) / (n_dst - 1)``,
+as ``F.interpolate(..., align_corners=True)`` does (the published FLARE23 HIASBUAA pipeline
+resamples images and probabilities that way). :func:`resize_labels_nearest` is PyTorch's legacy
+``nearest`` label resize (that pipeline's coarse-labels-to-input step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,10 +36,19 @@ def grid_shape(
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing, strict=True))
 
 
-def linear_taps(n_src: int, n_dst: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For destination indices ``start..stop-1``: the two source indices and the weight of the 2nd."""
+def linear_taps(
+    n_src: int, n_dst: int, start: int, stop: int, *, align_corners: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For destination indices ``start..stop-1``: the two source indices and the weight of the 2nd.
+
+    Source positions follow ``align_corners`` as in ``F.interpolate`` (module docstring).
+    """
     dst = torch.arange(start, stop, dtype=torch.float64)
-    src = ((dst + 0.5) * (n_src / n_dst) - 0.5).clamp(min=0.0)
+    if align_corners:
+        scale = (n_src - 1) / (n_dst - 1) if n_dst > 1 else 0.0
+        src = (dst * scale).clamp(0.0, float(n_src - 1))
+    else:
+        src = ((dst + 0.5) * (n_src / n_dst) - 0.5).clamp(min=0.0)
     i0 = src.floor().long().clamp(max=n_src - 1)
     i1 = (i0 + 1).clamp(max=n_src - 1)
     w = (src - i0.double()).clamp(0.0, 1.0)
@@ -48,6 +64,7 @@ def iter_z_chunks(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     prep: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    align_corners: bool = False,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``(z0, z1, chunk)`` with ``chunk`` = ``src`` [C, Z, Y, X] resampled to ``out_shape``.
 
@@ -64,7 +81,7 @@ def iter_z_chunks(
     step = max(1, int(chunk_z))
     for z0 in range(0, z_out, step):
         z1 = min(z_out, z0 + step)
-        i0, i1, w = linear_taps(z_src, z_out, z0, z1)
+        i0, i1, w = linear_taps(z_src, z_out, z0, z1, align_corners=align_corners)
         rows = torch.unique(torch.cat([i0, i1]))  # sorted
         slab = src.index_select(1, rows.to(src.device)).to(device, non_blocking=True)
         if prep is not None:
@@ -74,10 +91,11 @@ def iter_z_chunks(
         pos1 = torch.searchsorted(rows, i1).to(device)
         weight = w.to(device=device, dtype=dtype).view(-1, 1, 1, 1)
 
+        plane, same_z, ac = (y_out, x_out), z_src == z_out, align_corners
         if z_first:
-            out = _in_plane(_along_z(slab, pos0, pos1, weight, z_src == z_out), (y_out, x_out))
+            out = _in_plane(_along_z(slab, pos0, pos1, weight, same_z), plane, ac)
         else:
-            out = _along_z(_in_plane(slab, (y_out, x_out)), pos0, pos1, weight, z_src == z_out)
+            out = _along_z(_in_plane(slab, plane, ac), pos0, pos1, weight, same_z)
         yield z0, z1, out
 
 
@@ -89,11 +107,11 @@ def _along_z(t: torch.Tensor, pos0, pos1, weight, same_grid: bool) -> torch.Tens
     return torch.lerp(t[pos0], t[pos1], weight)
 
 
-def _in_plane(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (align_corners=False) resize of [N, C, Y, X] to ``size`` in y/x."""
+def _in_plane(t: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of [N, C, Y, X] to ``size`` in y/x (identity on the same size)."""
     if tuple(t.shape[2:]) == tuple(size):
         return t
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def resample_image(
@@ -103,6 +121,7 @@ def resample_image(
     device: torch.device,
     chunk_z: int = 16,
     prep: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Resample a [Z, Y, X] image (any device) to ``out_shape`` on ``device`` as float32.
 
@@ -110,7 +129,9 @@ def resample_image(
     the order nnU-Net uses).
     """
     out = torch.empty(tuple(int(v) for v in out_shape), dtype=torch.float32, device=device)
-    for z0, z1, chunk in iter_z_chunks(image[None], out_shape, chunk_z, device=device, prep=prep):
+    chunks = iter_z_chunks(image[None], out_shape, chunk_z, device=device, prep=prep,
+                           align_corners=align_corners)
+    for z0, z1, chunk in chunks:
         out[z0:z1] = chunk[:, 0]
     return out
 
@@ -130,6 +151,7 @@ def logits_to_labels(
     prob_channel: int | None = None,
     dtype: torch.dtype | None = None,
     mode: str = "boundary",
+    align_corners: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Labels (``lut[argmax]``, uint8) of [C, Zm, Ym, Xm] logits trilinearly resampled to ``out_shape``.
 
@@ -148,27 +170,33 @@ def logits_to_labels(
     trilinear interpolation of the model-grid probability (one channel instead of all; the two
     differ slightly where the probability changes fast). Full-resolution float logits for all
     classes never exist at once; peak memory depends on ``chunk_z``, not on the slice count.
+    ``align_corners`` picks the interpolation grid rule (module docstring) for every path.
     """
     if mode not in RESAMPLE_MODES:
         raise ValueError(f"resample mode must be one of {', '.join(RESAMPLE_MODES)}, got {mode!r}")
     if mode == "full" or min_prob > 0.0 or logits.shape[0] >= _MIXED:
         return _full_labels(logits, out_shape, lut, chunk_z=chunk_z, min_prob=min_prob,
-                            prob_channel=prob_channel, dtype=dtype)
-    labels = boundary_labels(logits, out_shape, lut, chunk_z=chunk_z)
+                            prob_channel=prob_channel, dtype=dtype, align_corners=align_corners)
+    labels = boundary_labels(logits, out_shape, lut, chunk_z=chunk_z, align_corners=align_corners)
     prob = None
     if prob_channel is not None:
-        prob = resample_probability(logits, out_shape, prob_channel, chunk_z=chunk_z)
+        prob = resample_probability(logits, out_shape, prob_channel, chunk_z=chunk_z,
+                                    align_corners=align_corners)
     return labels, prob
 
 
-def _full_labels(logits, out_shape, lut, *, chunk_z, min_prob, prob_channel, dtype):
+def _full_labels(
+    logits, out_shape, lut, *, chunk_z, min_prob, prob_channel, dtype, align_corners=False
+):
     """All-class trilinear interpolation per chunk, then argmax (and softmax where asked)."""
     device = logits.device
     dtype = dtype or logits.dtype
     labels = torch.empty(tuple(int(v) for v in out_shape), dtype=torch.uint8, device=device)
     prob = None if prob_channel is None else torch.empty_like(labels, dtype=torch.float16)
     lut = lut.to(device=device, dtype=torch.uint8)
-    for z0, z1, chunk in iter_z_chunks(logits, out_shape, chunk_z, device=device, dtype=dtype):
+    chunks = iter_z_chunks(logits, out_shape, chunk_z, device=device, dtype=dtype,
+                           align_corners=align_corners)
+    for z0, z1, chunk in chunks:
         top, idx = chunk.max(dim=1)  # [zc, Y, X]; first maximum on ties, like argmax
         if min_prob > 0.0 or prob is not None:
             lse = torch.logsumexp(chunk.float(), dim=1)
@@ -232,6 +260,7 @@ def boundary_labels(
     *,
     chunk_z: int,
     dense_fraction: float = DENSE_FRACTION,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Trilinear-resample-then-argmax labels, interpolating logits only in mixed cells.
 
@@ -241,7 +270,9 @@ def boundary_labels(
     model slice has more than ``dense_fraction`` mixed cells are interpolated in-plane as a
     whole, as the full path does, ``chunk_z`` slices at a time (cheaper than gathering nearly
     everything). Every decision is per output slice, so any chunking gives the same labels.
+    The argument holds for either ``align_corners`` rule (both interpolate within one cell).
     """
+    ac = align_corners
     device = logits.device
     n_src = tuple(int(v) for v in logits.shape[1:])
     n_out = tuple(int(v) for v in out_shape)
@@ -250,8 +281,8 @@ def boundary_labels(
     codes = torch.where(uniform_cells(channel), lut[channel.long()], torch.full_like(channel, _MIXED))
     del channel
     row_mixed = (codes == _MIXED).flatten(1).float().mean(dim=1)  # per model slice
-    taps_y = [t.to(device) for t in linear_taps(n_src[1], n_out[1], 0, n_out[1])]
-    taps_x = [t.to(device) for t in linear_taps(n_src[2], n_out[2], 0, n_out[2])]
+    taps_y = [t.to(device) for t in linear_taps(n_src[1], n_out[1], 0, n_out[1], align_corners=ac)]
+    taps_x = [t.to(device) for t in linear_taps(n_src[2], n_out[2], 0, n_out[2], align_corners=ac)]
     labels = torch.empty(n_out, dtype=torch.uint8, device=device)
     same_z = n_src[0] == n_out[0]
     flat, strides = _flat_channels(logits)
@@ -263,14 +294,15 @@ def boundary_labels(
     step = 8 * dense_step
     for z0 in range(0, n_out[0], step):
         z1 = min(n_out[0], z0 + step)
-        taps_z = [t.to(device) for t in linear_taps(n_src[0], n_out[0], z0, z1)]
+        taps_z = [t.to(device) for t in linear_taps(n_src[0], n_out[0], z0, z1, align_corners=ac)]
         out = labels[z0:z1]
         out.copy_(codes[taps_z[0]].index_select(1, taps_y[0]).index_select(2, taps_x[0]))
         dense = (row_mixed[taps_z[0]] > dense_fraction).nonzero(as_tuple=True)[0]
         for i in range(0, dense.numel(), dense_step):  # as the full path, chunk_z slices at a time
             at = dense[i : i + dense_step]
             planes = _planes_along_z(logits, [t[at] for t in taps_z], same_z)
-            out[at] = lut[_in_plane(planes, n_out[1:]).max(dim=1).indices]  # first max on ties, like argmax
+            # first max on ties, like argmax
+            out[at] = lut[_in_plane(planes, n_out[1:], ac).max(dim=1).indices]
         mixed = out == _MIXED
         if bool(mixed.any()):
             where = mixed.nonzero(as_tuple=True)
@@ -323,7 +355,12 @@ def _fill_sparse(out, where, flat, strides, taps_z, taps_y, taps_x, lut) -> None
 
 
 def resample_probability(
-    logits: torch.Tensor, out_shape: Sequence[int], channel: int, *, chunk_z: int
+    logits: torch.Tensor,
+    out_shape: Sequence[int],
+    channel: int,
+    *,
+    chunk_z: int,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """float16 softmax probability of one channel on the model grid, resampled to ``out_shape``.
 
@@ -338,7 +375,9 @@ def resample_probability(
         part = logits[:, z0 : z0 + step].float()
         src[0, z0 : z0 + step] = torch.exp(part[channel] - torch.logsumexp(part, dim=0))
     prob = torch.empty(tuple(int(v) for v in out_shape), dtype=torch.float16, device=logits.device)
-    for z0, z1, chunk in iter_z_chunks(src, out_shape, chunk_z, device=logits.device):
+    chunks = iter_z_chunks(src, out_shape, chunk_z, device=logits.device,
+                           align_corners=align_corners)
+    for z0, z1, chunk in chunks:
         prob[z0:z1] = chunk[:, 0].half()
     return prob
 
@@ -369,3 +408,35 @@ def chunk_rows(num_channels: int, plane_voxels: int, budget_bytes: int, elem_byt
     """How many output slices fit a memory budget (about 3 float copies of a slab per slice)."""
     per_slice = max(1, 3 * num_channels * plane_voxels * elem_bytes)
     return max(1, int(budget_bytes // per_slice))
+
+
+def legacy_nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` outputs under PyTorch's legacy ``nearest`` rule.
+
+    ``floor(i * scale)`` with ``scale = n_in / n_out``, both in float32 as PyTorch computes them
+    (so a few indices are one lower than the exact ``floor(i * n_in / n_out)``, e.g. output 41 of
+    2 -> 82), clamped to the last source index.
+    """
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"nearest resize needs positive sizes, got {n_in} -> {n_out}")
+    scale = np.float32(n_in) / np.float32(n_out)
+    idx = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(idx, n_in - 1)
+
+
+def resize_labels_nearest(labels, out_shape: Sequence[int]):
+    """A [Z, Y, X] label map (numpy or torch, any device) resized to ``out_shape`` by legacy nearest.
+
+    Equal to ``F.interpolate(labels[None, None], size=out_shape, mode="nearest")`` without a
+    float copy of the output: three index gathers. Returns the same kind and dtype as ``labels``.
+    """
+    out_shape = tuple(int(v) for v in out_shape)
+    if len(out_shape) != labels.ndim:
+        raise ValueError(f"output shape {out_shape} does not match a {labels.ndim}-D label map")
+    idx = [legacy_nearest_indices(int(n), m) for n, m in zip(labels.shape, out_shape, strict=True)]
+    if isinstance(labels, torch.Tensor):
+        out = labels
+        for axis, ix in enumerate(idx):
+            out = out.index_select(axis, torch.from_numpy(ix).to(labels.device))
+        return out
+    return np.asarray(labels)[np.ix_(*idx)]

@@ -216,3 +216,41 @@ def with_margin(
         start.append(max(0, int(lo[axis]) - pad))
         stop.append(min(int(shape[axis]), int(hi[axis]) + pad))
     return RoiBox(tuple(start), tuple(stop))  # type: ignore[arg-type]
+
+
+def foreground_bounds(labels: np.ndarray) -> tuple[list[int], list[int]] | None:
+    """(first, last) voxel index per axis of the voxels > 0 (both inclusive), or None if none."""
+    mask = np.asarray(labels) > 0
+    lo, hi = [], []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        if hits.size == 0:
+            return None
+        lo.append(int(hits[0]))
+        hi.append(int(hits[-1]))
+    return lo, hi
+
+
+def roi_from_foreground(
+    labels: np.ndarray, spacing: Sequence[float], margin_mm: float | Sequence[float] = 20.0
+) -> RoiBox | None:
+    """The published FLARE23 HIASBUAA ROI rule on a cleaned coarse map on the input grid.
+
+    Per axis ``pad = int(margin_mm / spacing)`` (truncated), ``start = first - pad`` and
+    ``stop = last + pad`` used as the exclusive end, so the box reaches ``pad - 1`` voxels past
+    the last foreground voxel (and ``pad`` before the first); clipped to the volume. None when
+    no voxel is > 0. (Our rule, :func:`with_margin`, rounds the pad up and ends ``pad`` voxels
+    past the last voxel.)
+    """
+    bounds = foreground_bounds(labels)
+    if bounds is None:
+        return None
+    margin = as_triple(margin_mm)
+    shape = np.asarray(labels).shape
+    start, stop = [], []
+    for axis, (first, last) in enumerate(zip(*bounds, strict=True)):
+        pad = int(margin[axis] / float(spacing[axis]))
+        start.append(max(0, first - pad))
+        stop.append(min(int(shape[axis]), last + pad))
+    return RoiBox(tuple(start), tuple(stop))  # type: ignore[arg-type]

@@ -4,6 +4,12 @@ Tiles are laid out on a regular grid per axis (``step`` is the stride as a fract
 run through the network in batches, and their logits are accumulated in place. Tile weights are
 separable (a product of one 1D profile per axis: flat for "uniform", a bell for "gaussian"), so the
 normaliser is an outer product of three 1D sums instead of a second full-size volume.
+
+By default the network's logits are averaged (``average="logits"``); ``average="probabilities"``
+averages each tile's softmax instead, as the published FLARE23 HIASBUAA pipeline does (with
+uniform weights and float32 sums). The two differ wherever overlapping tiles disagree: the
+softmax of a mean of logits is not the mean of the softmaxes. Tile starts follow
+:data:`TILE_RULES`; padding of volumes smaller than the patch is centred, ``diff // 2`` before.
 """
 
 from __future__ import annotations
@@ -17,14 +23,30 @@ import torch.nn.functional as F
 
 NetFn = Callable[[torch.Tensor], torch.Tensor]
 
+#: How tile start ``i`` of ``n`` is rounded (both half to even): "stride" (ours, nnU-Net's order)
+#: ``round(i * ((size - patch) / (n - 1)))``, "span" (the published pipeline's order)
+#: ``round(i * (size - patch) / (n - 1))``. They differ by one voxel in rare cases where the exact
+#: start is a half and float rounding moves only "stride" off it (size 185, patch 8, step 0.3:
+#: start 37 is exactly 88.5, "span" rounds it to 88, "stride" computes 88.50000000000001 -> 89).
+TILE_RULES = ("stride", "span")
+AVERAGES = ("logits", "probabilities")
 
-def tile_starts(size: int, patch: int, step: float) -> list[int]:
-    """Evenly spaced tile start indices covering ``size`` with stride at most ``patch * step``."""
+
+def tile_starts(size: int, patch: int, step: float, rule: str = "stride") -> list[int]:
+    """Evenly spaced tile start indices covering ``size`` with stride at most ``patch * step``.
+
+    ``n = ceil((size - patch) / (patch * step)) + 1`` tiles, starts rounded by ``rule``
+    (:data:`TILE_RULES`).
+    """
     if not 0 < step <= 1:
         raise ValueError(f"sliding-window step must be in (0, 1], got {step}")
+    if rule not in TILE_RULES:
+        raise ValueError(f"tile rule must be one of {', '.join(TILE_RULES)}, got {rule!r}")
     if size <= patch:
         return [0]
     n = math.ceil((size - patch) / (patch * step)) + 1
+    if rule == "span":
+        return [int(round(i * (size - patch) / (n - 1))) for i in range(n)]
     stride = (size - patch) / (n - 1)
     return [int(round(stride * i)) for i in range(n)]
 
@@ -72,6 +94,15 @@ def _run_tiles(net_fn: NetFn, batch: torch.Tensor, mirror_axes: Sequence[int]) -
     return out / (len(combos) + 1)
 
 
+def _softmax_of(net_fn: NetFn) -> NetFn:
+    """``net_fn`` followed by a float32 softmax over the class channel."""
+
+    def probs(batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(net_fn(batch).float(), dim=1)
+
+    return probs
+
+
 def sliding_window(
     net_fn: NetFn,
     image: torch.Tensor,
@@ -85,6 +116,8 @@ def sliding_window(
     acc_dtype: torch.dtype = torch.float32,
     pad_value: float = 0.0,
     acc_device: torch.device | str | None = None,
+    average: str = "logits",
+    tile_rule: str = "stride",
 ) -> torch.Tensor:
     """Logits [C, Z, Y, X] of ``net_fn`` over a normalised [Z, Y, X] ``image``.
 
@@ -93,13 +126,21 @@ def sliding_window(
     (default: the image's device); the CPU there lets a GPU that ran out of memory still run the
     tiles. Volumes smaller than the patch are padded with ``pad_value`` and cropped back.
     Non-finite outputs are left for the caller to detect.
+
+    ``average="probabilities"`` returns averaged softmax probabilities instead (each tile's, and
+    each mirrored tile's, softmax over the classes, computed in float32); pass
+    ``acc_dtype=torch.float32`` for float32 tile sums. ``tile_rule``: see :data:`TILE_RULES`.
     """
+    if average not in AVERAGES:
+        raise ValueError(f"tile average must be one of {', '.join(AVERAGES)}, got {average!r}")
+    if average == "probabilities":
+        net_fn = _softmax_of(net_fn)
     patch = tuple(int(p) for p in patch)
     device = image.device
     acc_device = torch.device(acc_device) if acc_device is not None else device
     padded, crop = _pad_to_patch(image, patch, pad_value)
     shape = tuple(padded.shape)
-    starts = [tile_starts(s, p, step) for s, p in zip(shape, patch, strict=True)]
+    starts = [tile_starts(s, p, step, tile_rule) for s, p in zip(shape, patch, strict=True)]
     profiles = [axis_profile(p, weighting, device) for p in patch]
     tile_w = None
     if weighting != "uniform":
@@ -122,5 +163,8 @@ def sliding_window(
 
 
 def count_tiles(shape: Sequence[int], patch: Sequence[int], step: float) -> int:
-    """Number of tiles :func:`sliding_window` runs for a volume of ``shape`` (after padding)."""
+    """Number of tiles :func:`sliding_window` runs for a volume of ``shape`` (after padding).
+
+    Both :data:`TILE_RULES` give the same count.
+    """
     return math.prod(len(tile_starts(max(s, p), p, step)) for s, p in zip(shape, patch, strict=True))
