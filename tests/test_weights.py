@@ -9,11 +9,9 @@ import pytest
 
 from c2fseg.weights import (
     WeightsError,
-    channel_labels_from_dataset,
     check_input_orientation,
     find_weights_dir,
     load_manifest,
-    resolve_configuration,
     stage_dir_for,
     write_manifest,
 )
@@ -109,28 +107,6 @@ def test_write_manifest_needs_checkpoint_inside_folder(tmp_path):
         write_manifest(folder, stage="organ", configuration="3d_tiny", fold=0,
                        plans=folder / "plans.json", dataset_json=folder / "dataset.json",
                        checkpoint_path=outside, training_cases=[], trainer="t")
-
-
-def test_resolve_configuration_inherits_and_detects_cycles():
-    plans = tiny_plans(patch_size=(8, 16, 16))
-    config = resolve_configuration(plans, "3d_tiny")
-    assert config["patch_size"] == [8, 16, 16]
-    assert config["normalization_schemes"] == ["CTNormalization"]  # from 3d_fullres
-    assert "inherits_from" not in config
-    plans["configurations"]["3d_fullres"]["inherits_from"] = "3d_tiny"
-    with pytest.raises(WeightsError, match="circular"):
-        resolve_configuration(plans, "3d_tiny")
-    with pytest.raises(WeightsError, match="not in the plans"):
-        resolve_configuration(plans, "2d")
-
-
-def test_channel_labels_follow_names_not_order():
-    ds = {"labels": {"background": 0, "spleen": 2, "liver": 1, "tumor": 3}}
-    assert channel_labels_from_dataset(ds) == (0, 1, 3, 14)
-    with pytest.raises(WeightsError, match="not a FLARE23 label name"):
-        channel_labels_from_dataset({"labels": {"background": 0, "kidney": 1}})
-    with pytest.raises(WeightsError, match="channels 0..n-1"):
-        channel_labels_from_dataset({"labels": {"background": 0, "liver": 2}})
 
 
 def test_find_weights_dir_precedence(tmp_path, monkeypatch):
