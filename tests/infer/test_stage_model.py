@@ -17,10 +17,12 @@ from fake_models import (
     write_fake_weights,
 )
 
+import c2fseg.infer.precision as precision_policy
 import c2fseg.infer.stage_model as sm
 from c2fseg.infer.resample import grid_shape
 from c2fseg.infer.sliding import sliding_window
-from c2fseg.infer.stage_model import NonFiniteOutputError, StageModel, extract_state_dict
+from c2fseg.infer.stage_loader import extract_state_dict
+from c2fseg.infer.stage_model import NonFiniteOutputError, StageModel
 from c2fseg.weights import WeightsError
 
 SPACING = (2.0, 1.5, 1.5)  # the tiny plans' spacing: no resampling
@@ -112,7 +114,7 @@ def test_other_spacing_is_resampled_and_returned_on_input_grid():
     ct[10:22, 10:30, 5:20] = 150.0  # "liver"
     ct[12:20, 15:35, 28:40] = 450.0  # "spleen"
     pred = model.predict(ct, (1.2, 0.9, 1.1))
-    assert pred.info["model_grid"] == list(grid_shape(ct.shape, (1.2, 0.9, 1.1), model.spacing))
+    assert pred.info["model_grid_shape"] == list(grid_shape(ct.shape, (1.2, 0.9, 1.1), model.spacing))
     assert pred.labels.shape == ct.shape
     truth = np.select([ct == 150.0, ct == 450.0], [1, 3], 0)
     inner = np.zeros_like(truth, dtype=bool)  # away from edges, where interpolation mixes values
@@ -206,16 +208,16 @@ def test_cuda_and_cpu_labels_agree():
 
 def test_precision_resolution(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(sm, "cpu_has_fast_bf16", lambda: True)
-    assert sm.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(sm, "cpu_has_fast_bf16", lambda: False)
-    assert sm.resolve_precision("auto", cpu) == "fp32"
-    assert sm.resolve_precision("auto", torch.device("cuda")) == "fp16"
-    assert sm.resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    monkeypatch.setattr(precision_policy, "cpu_has_fast_bf16", lambda: True)
+    assert precision_policy.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(precision_policy, "cpu_has_fast_bf16", lambda: False)
+    assert precision_policy.resolve_precision("auto", cpu) == "fp32"
+    assert precision_policy.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert precision_policy.resolve_precision("fp32", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="fp16"):
-        sm.resolve_precision("fp16", cpu)
+        precision_policy.resolve_precision("fp16", cpu)
     with pytest.raises(ValueError, match="precision"):
-        sm.resolve_precision("int8", cpu)
+        precision_policy.resolve_precision("int8", cpu)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
