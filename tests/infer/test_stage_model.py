@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -327,6 +328,66 @@ def test_cpu_fallback_network_is_built_from_host_copies(monkeypatch):
         assert value.device.type == "cpu" and torch.equal(value, ref[key])
         assert value.data_ptr() != ref[key].data_ptr()
     assert not copy.training
+
+
+class FailingFirst(torch.nn.Module):
+    """Raises ``error`` on its first ``failures`` calls, holding a tensor in that frame.
+
+    ``held`` keeps a weak reference to the tensor of every failed call; ``alive_at_retry``
+    records, at each later call, whether those tensors still existed (they do while anything
+    still refers to the failed call's traceback, e.g. a retry inside the ``except`` block).
+    """
+
+    def __init__(self, net, error: Exception, failures: int = 1):
+        super().__init__()
+        self.net, self.error, self.failures = net, error, failures
+        self.calls, self.held, self.alive_at_retry = 0, [], []
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls <= self.failures:
+            workspace = torch.empty(1024)  # what a failed attempt leaves on the device
+            self.held.append(weakref.ref(workspace))
+            raise type(self.error)(*self.error.args)  # a new exception each time, like torch
+        self.alive_at_retry.append([ref() is not None for ref in self.held])
+        return self.net(x)
+
+
+@pytest.mark.parametrize("message", [
+    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "CUDA error: out of memory",
+])
+def test_allocation_failures_reported_as_runtime_errors_fall_back(message):
+    model = tiny_stage_model("coarse", seed=7)
+    ct = smooth_ct((16, 32, 32))
+    ref = model.predict(ct, SPACING).labels
+    model.network = FailingFirst(model.network, RuntimeError(message))
+    pred = model.predict(ct, SPACING)
+    assert len(pred.info["fallbacks"]) == 1 and message.split(":")[0] in pred.info["fallbacks"][0]
+    assert torch.equal(pred.labels, ref)
+
+
+def test_retry_starts_after_the_failed_attempt_is_released():
+    model = tiny_stage_model("coarse", seed=7)
+    ct = smooth_ct((16, 32, 32))
+    net = FailingFirst(model.network, torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"),
+                       failures=2)
+    model.network = net
+    pred = model.predict(ct, SPACING)
+    assert len(pred.info["fallbacks"]) == 2 and len(net.held) == 2
+    assert net.alive_at_retry == [[False, False]]  # nothing of either failed attempt was kept
+
+
+def test_other_runtime_errors_are_not_retried():
+    model = tiny_stage_model("coarse")
+    model.network = FailingFirst(model.network, RuntimeError("Given groups=1, weight of size [4]"))
+    with pytest.raises(RuntimeError, match="groups=1"):
+        model.predict(smooth_ct((16, 32, 32)), SPACING)
+    assert model.network.calls == 1
+    assert sm.is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert not sm.is_out_of_memory(NonFiniteOutputError("out of memory"))
+    assert not sm.is_out_of_memory(ValueError("out of memory"))
 
 
 def test_out_of_memory_everywhere_is_raised(monkeypatch):
