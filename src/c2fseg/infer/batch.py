@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from c2fseg.infer.cascade import CascadeOptions, CaseResult, segment_volume
+from c2fseg.infer.cascade import CascadeOptions, CaseResult, segment_volume, settings_used
 from c2fseg.infer.model_setup import (  # noqa: F401 (SetupError: part of this module's API)
     SetupError,
     check_weights,
@@ -232,7 +232,8 @@ def predict_folder(
         str(Path(input_dir).resolve()), str(out_dir), str(weights.resolve()),
         environment=environment_info(resolved),
         options=run_options(options, device_requested=device, step=step, precision=precision,
-                            overwrite=overwrite, tumor_models=len(state["models"].tumors)),
+                            overwrite=overwrite, tumor_models=len(state["models"].tumors),
+                            stages=settings_used(state["models"], options)),
     )
     todo = plan_cases(cases, out_dir, overwrite, report, records)
     run_cases(todo, state, report, report_file, progress)
