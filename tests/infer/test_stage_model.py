@@ -20,10 +20,12 @@ from fake_models import (
 
 import c2fseg.infer.precision as precision_policy
 import c2fseg.infer.stage_model as sm
+from c2fseg.infer import stage_loader
 from c2fseg.infer.resample import grid_shape
 from c2fseg.infer.sliding import sliding_window
 from c2fseg.infer.stage_loader import extract_state_dict
 from c2fseg.infer.stage_model import NonFiniteOutputError, StageModel
+from c2fseg.settings import resolve_inference
 from c2fseg.weights import WeightsError
 
 SPACING = (2.0, 1.5, 1.5)  # the tiny plans' spacing: no resampling
@@ -76,6 +78,44 @@ def test_load_takes_inference_defaults_from_manifest(tmp_path):
     model = StageModel.load(folder, "cpu")
     assert (model.step, model.min_prob, model.weighting) == (1.0, 0.1, "gaussian")
     assert StageModel.load(folder, "cpu", step=0.5).step == 0.5
+
+
+def test_load_runs_with_every_inference_setting_of_the_manifest(tmp_path):
+    folder = write_fake_weights(tmp_path, "organ", inference={"step": 0.25, "mirror": True,
+                                                            "keep_largest": [1, 3]})
+    model = StageModel.load(folder, "cpu", precision="fp32", weighting="gaussian")
+    assert (model.step, model.mirror, model.weighting) == (0.25, True, "gaussian")
+    assert model.inference["keep_largest"] == [1, 3]
+    used = model.settings_used()
+    assert used["source"] == str(folder.resolve()) and used["inference"] == model.inference
+    assert used["spacing"] == list(SPACING) and used["normalization"]["clip"] == [-1000.0, 1000.0]
+    with pytest.raises(ValueError, match="step must be in"):
+        StageModel.load(folder, "cpu", step=1.5)
+
+
+def test_manifest_values_that_disagree_with_the_plans_are_refused(tmp_path):
+    import json
+
+    folder = write_fake_weights(tmp_path, "organ")
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["spacing"] = [9.0, 9.0, 9.0]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match=r"manifest spacing \[9.0, 9.0, 9.0\] disagrees with plans"):
+        StageModel.load(folder, "cpu")
+
+
+def test_a_new_loader_only_has_to_return_a_loaded_stage():
+    """What a checkpoint importer adds: a LoadedStage from any network; prediction is unchanged."""
+    band = band_stage_model("coarse", {1: 150.0})
+    loaded = stage_loader.LoadedStage(BandNet(band.network.centres.tolist()), band.spec,
+                                      resolve_inference("coarse", {"step": 0.5}),
+                                      source="imported:test")
+    model = StageModel.from_loaded(loaded, "cpu", precision="fp32")
+    ct = smooth_ct()
+    assert torch.equal(model.predict(ct, SPACING).labels, band.predict(ct, SPACING).labels)
+    assert model.source == "imported:test" and model.step == 0.5
+    assert StageModel.from_loaded(loaded, "cpu", min_prob=0.2).min_prob == 0.2
 
 
 def test_prefixed_state_dicts_load():
