@@ -44,6 +44,8 @@ def test_check_input_orientation():
         check_input_orientation({"stage": "tumor", "stage_dir": "/w/tumor"})
     with pytest.raises(WeightsError, match="'RAS' is not supported"):
         check_input_orientation({"input_orientation": "RAS"})
+    with pytest.raises(WeightsError, match="'as-stored'.*reserved.*issue 7"):
+        check_input_orientation({"input_orientation": "as-stored"})
 
 
 def test_hashes_are_cached_until_the_file_changes(tmp_path, monkeypatch):

@@ -237,6 +237,11 @@ def check_input_orientation(manifest: dict) -> None:
             f"{manifest.get('stage', 'STAGE')}`, or, if its training images were c2fseg stage datasets "
             f"(canonical LPS), add \"input_orientation\": \"{INPUT_ORIENTATION}\" to the manifest"
         )
+    if found == "as-stored":
+        raise WeightsError(
+            f"{where}: input_orientation 'as-stored' (feeding arrays in their stored voxel order) is "
+            "reserved for the published HIASBUAA pipeline (issue 7) and not implemented in this c2fseg"
+        )
     raise WeightsError(
         f"{where}: input_orientation {found!r} is not supported; c2fseg stages must be trained on "
         f"{INPUT_ORIENTATION!r} images (c2fseg stage datasets). Re-train or re-export the stage"
