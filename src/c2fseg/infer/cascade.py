@@ -84,7 +84,8 @@ class CascadeOptions:
 
 @dataclass
 class CascadeModels:
-    """The loaded stage models (objects following the ``StageModel`` interface)."""
+    """The loaded stage models: objects with ``StageModel``'s ``stage``, ``spacing``, ``device``
+    and ``predict``; ``inference`` (the stage's settings) and ``settings_used`` are optional."""
 
     coarse: object
     organ: object
