@@ -15,7 +15,7 @@ from c2fseg.bench.monitor import MemorySampler
 from c2fseg.bench.plans import CONFIGURATION, production_plans, thin_plans
 from c2fseg.bench.runner import STAGE_ROWS, BenchOptions, run_bench
 from c2fseg.infer.roi import compute_roi
-from c2fseg.infer.stage_model import build_network
+from c2fseg.infer.stage_loader import build_network
 from c2fseg.io import make_geometry, write_volume
 
 

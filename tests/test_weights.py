@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import pytest
 
 from c2fseg.weights import (
     WeightsError,
-    channel_labels_from_dataset,
     check_input_orientation,
     find_weights_dir,
     load_manifest,
-    resolve_configuration,
     stage_dir_for,
     write_manifest,
 )
@@ -45,6 +44,8 @@ def test_check_input_orientation():
         check_input_orientation({"stage": "tumor", "stage_dir": "/w/tumor"})
     with pytest.raises(WeightsError, match="'RAS' is not supported"):
         check_input_orientation({"input_orientation": "RAS"})
+    with pytest.raises(WeightsError, match="'as-stored'.*reserved.*issue 7"):
+        check_input_orientation({"input_orientation": "as-stored"})
 
 
 def test_hashes_are_cached_until_the_file_changes(tmp_path, monkeypatch):
@@ -111,28 +112,6 @@ def test_write_manifest_needs_checkpoint_inside_folder(tmp_path):
                        checkpoint_path=outside, training_cases=[], trainer="t")
 
 
-def test_resolve_configuration_inherits_and_detects_cycles():
-    plans = tiny_plans(patch_size=(8, 16, 16))
-    config = resolve_configuration(plans, "3d_tiny")
-    assert config["patch_size"] == [8, 16, 16]
-    assert config["normalization_schemes"] == ["CTNormalization"]  # from 3d_fullres
-    assert "inherits_from" not in config
-    plans["configurations"]["3d_fullres"]["inherits_from"] = "3d_tiny"
-    with pytest.raises(WeightsError, match="circular"):
-        resolve_configuration(plans, "3d_tiny")
-    with pytest.raises(WeightsError, match="not in the plans"):
-        resolve_configuration(plans, "2d")
-
-
-def test_channel_labels_follow_names_not_order():
-    ds = {"labels": {"background": 0, "spleen": 2, "liver": 1, "tumor": 3}}
-    assert channel_labels_from_dataset(ds) == (0, 1, 3, 14)
-    with pytest.raises(WeightsError, match="not a FLARE23 label name"):
-        channel_labels_from_dataset({"labels": {"background": 0, "kidney": 1}})
-    with pytest.raises(WeightsError, match="channels 0..n-1"):
-        channel_labels_from_dataset({"labels": {"background": 0, "liver": 2}})
-
-
 def test_find_weights_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("C2FSEG_WEIGHTS", raising=False)
     assert find_weights_dir() == find_weights_dir(None) == type(tmp_path)("weights")
@@ -146,3 +125,97 @@ def test_stage_dir_for_accepts_root_or_stage_folder(tmp_path):
     assert stage_dir_for(tmp_path, "coarse") == folder
     assert stage_dir_for(folder, "coarse") == folder
     assert json.loads((folder / "manifest.json").read_text())["stage"] == "coarse"
+
+
+@pytest.fixture(scope="module")
+def stage_folders(tmp_path_factory):
+    """One intact stage folder per stage (copy it before changing it)."""
+    root = tmp_path_factory.mktemp("weights")
+    return {stage: write_fake_weights(root, stage) for stage in ("coarse", "organ", "tumor")}
+
+
+def _edit_manifest(folder, change):
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_manifest_holds_every_inference_setting_of_its_stage(tmp_path):
+    from c2fseg.settings import inference_defaults
+
+    for stage in ("coarse", "organ", "tumor"):
+        written = json.loads((write_fake_weights(tmp_path / stage, stage) / "manifest.json").read_text())
+        assert written["format"] == 2
+        assert written["inference"] == inference_defaults(stage)
+    assert inference_defaults("coarse")["roi_margin_mm"] == [20.0, 20.0, 20.0]
+    assert inference_defaults("organ")["keep_largest"] == list(range(1, 14))
+    assert inference_defaults("tumor")["tumor_combination"] == "mean_probability"
+
+
+def test_a_stage_folder_can_carry_its_own_value_for_every_setting(tmp_path):
+    own = {"coarse": {"step": 0.7, "weighting": "gaussian", "mirror": True, "min_prob": 0.1,
+                      "roi_rule": "c2fseg", "roi_margin_mm": 12.5, "max_liver_gap_mm": 80},
+           "organ": {"step": 0.25, "keep_largest": [3, 1, 1]},
+           "tumor": {"tumor_threshold": 0.4, "tumor_combination": "mean_probability"}}
+    for stage, values in own.items():
+        inference = load_manifest(write_fake_weights(tmp_path / stage, stage, inference=values))["inference"]
+        for key, value in values.items():
+            expected = {"roi_margin_mm": [12.5] * 3, "max_liver_gap_mm": 80.0, "keep_largest": [1, 3]}
+            assert inference[key] == expected.get(key, value), (stage, key)
+
+
+def test_old_manifest_without_the_new_settings_loads_with_defaults(tmp_path):
+    folder = write_fake_weights(tmp_path, "coarse", inference={"min_prob": 0.2})
+
+    def as_format_1(manifest):  # what c2fseg wrote before the inference section held every setting
+        manifest["format"] = 1
+        manifest["inference"] = {k: manifest["inference"][k] for k in ("step", "weighting", "mirror", "min_prob")}
+
+    _edit_manifest(folder, as_format_1)
+    inference = load_manifest(folder)["inference"]
+    assert inference["min_prob"] == 0.2 and inference["step"] == 1.0
+    assert inference["roi_margin_mm"] == [20.0, 20.0, 20.0] and inference["max_liver_gap_mm"] == 100.0
+    _edit_manifest(folder, lambda m: m.pop("inference"))
+    assert load_manifest(folder)["inference"]["min_prob"] == 0.0
+
+
+@pytest.mark.parametrize("stage, key, value, message", [
+    ("organ", "tile_overlap", 0.5, "'tile_overlap' is not an inference setting of the organ stage"),
+    ("organ", "roi_margin_mm", 10, "'roi_margin_mm' is not an inference setting of the organ stage"),
+    ("coarse", "decoder_stages", 3, "'decoder_stages'.*reserved for the published HIASBUAA pipeline"),
+    ("organ", "max_inplane_voxels", 360, "reserved.*issue 7"),
+    ("coarse", "delete_labels", [7, 8, 12], "reserved.*issue 7"),
+    ("tumor", "align_corners", True, "reserved.*issue 7"),
+    ("coarse", "keep_largest", [1], "'keep_largest' on the coarse stage is reserved"),
+    ("coarse", "roi_rule", "published", "roi_rule 'published' is reserved"),
+    ("tumor", "tumor_combination", "published_reconcile", "'published_reconcile' is reserved"),
+    ("coarse", "weighting", "hann", "weighting must be one of 'uniform', 'gaussian'"),
+    ("organ", "step", 0.0, r"step must be in \(0, 1\]"),
+    ("organ", "min_prob", 1.0, r"min_prob must be in \[0, 1\)"),
+    ("organ", "mirror", "yes", "mirror must be true or false"),
+    ("organ", "keep_largest", [14], r"\[14\] are not labels of the organ stage"),
+    ("coarse", "roi_margin_mm", [1, 2], "one number or three"),
+    ("tumor", "tumor_threshold", -0.1, "tumor_threshold must be in"),
+])
+def test_unknown_reserved_or_bad_settings_in_a_manifest_are_refused(stage_folders, tmp_path, stage, key,
+                                                                     value, message):
+    folder = shutil.copytree(stage_folders[stage], tmp_path / stage)
+    with pytest.raises(WeightsError, match=message):
+        write_manifest(folder, stage=stage, configuration="3d_tiny", fold=0, plans=folder / "plans.json",
+                       dataset_json=folder / "dataset.json", checkpoint_path=folder / "checkpoint_final.pth",
+                       training_cases=[], trainer="t", inference={key: value})
+    _edit_manifest(folder, lambda m: m["inference"].update({key: value}))
+    with pytest.raises(WeightsError, match=f"manifest.json: inference settings: .*{message}"):
+        load_manifest(folder)
+
+
+def test_unknown_top_level_keys_warn_and_newer_formats_are_refused(tmp_path):
+    folder = write_fake_weights(tmp_path, "organ")
+    _edit_manifest(folder, lambda m: m.update({"notes": "trained on site A"}))
+    with pytest.warns(UserWarning, match=r"ignoring unknown manifest keys \['notes'\].*extra"):
+        manifest = load_manifest(folder)
+    assert manifest["stage"] == "organ"
+    _edit_manifest(folder, lambda m: m.update({"format": 3}))
+    with pytest.raises(WeightsError, match="manifest format 3, newer than this c2fseg"):
+        load_manifest(folder)

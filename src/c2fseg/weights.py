@@ -2,40 +2,41 @@
 
 A stage folder holds ``plans.json``, ``dataset.json``, ``checkpoint_final.pth`` and ``manifest.json``.
 The manifest records what inference needs to know without importing torch (spacing, patch size,
-CT statistics, channel -> FLARE label map, default inference settings) plus provenance (version,
-date, trainer, training cases) and a SHA-256 of every file so a damaged or swapped file is caught
-before a model runs on it. Imports nothing heavy.
+CT statistics, channel -> FLARE label map, and the stage's inference settings, see
+:mod:`c2fseg.settings`) plus provenance (version, date, trainer, training cases) and a SHA-256 of
+every file so a damaged or swapped file is caught before a model runs on it. Imports nothing heavy.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Any
 
 from c2fseg import __version__, fileutil
-from c2fseg.labels import NAME_TO_ID, check_stage
+from c2fseg.labels import check_stage
+from c2fseg.plans import PlansError, stage_settings
+from c2fseg.settings import SettingsError, resolve_inference
 
 MANIFEST_NAME = "manifest.json"
 PLANS_NAME = "plans.json"
 DATASET_NAME = "dataset.json"
+#: The network weights of a stage folder: the name nnU-Net gives a finished training's checkpoint.
 CHECKPOINT_NAME = "checkpoint_final.pth"
-MANIFEST_FORMAT = 1
+#: 2: the inference section holds every setting of the stage (1: step, weighting, mirror, min_prob).
+MANIFEST_FORMAT = 2
 ENV_VAR = "C2FSEG_WEIGHTS"
 #: The orientation of the images a stage was trained on (and that inference feeds it): c2fseg's
 #: canonical form, axes toward patient Superior, Posterior, Left (see ``c2fseg.io.image``).
 INPUT_ORIENTATION = "canonical-LPS"
-
-#: Inference defaults written into a manifest when training does not say otherwise. The coarse
-#: pass only has to find the abdomen, so it tiles without overlap (step 1.0).
-DEFAULT_INFERENCE: dict[str, dict[str, Any]] = {
-    "coarse": {"step": 1.0, "weighting": "uniform", "mirror": False, "min_prob": 0.0},
-    "tumor": {"step": 0.5, "weighting": "uniform", "mirror": False, "min_prob": 0.0},
-    "organ": {"step": 0.5, "weighting": "uniform", "mirror": False, "min_prob": 0.0},
-}
+#: Top-level manifest keys; others are reported (free-form information belongs under "extra").
+MANIFEST_KEYS = frozenset({
+    "format", "stage", "c2fseg_version", "created_utc", "configuration", "fold", "trainer",
+    "checkpoint", "input_orientation", "spacing", "patch_size", "transpose_forward", "normalization",
+    "channel_labels", "inference", "num_training_cases", "training_cases", "files", "extra",
+})
 
 
 class WeightsError(ValueError):
@@ -43,108 +44,6 @@ class WeightsError(ValueError):
 
     A ValueError (bad input to the program), so callers can catch it with other setup errors.
     """
-
-
-# ---------------------------------------------------------------------------------------------
-# Plans helpers (pure dict work, no nnU-Net import)
-# ---------------------------------------------------------------------------------------------
-
-
-def resolve_configuration(plans: dict, configuration: str) -> dict:
-    """The configuration dict with ``inherits_from`` chains merged (child keys win)."""
-    configs = plans.get("configurations", {})
-    chain: list[str] = []
-    name: str | None = configuration
-    while name is not None:
-        if name not in configs:
-            raise WeightsError(
-                f"configuration {name!r} is not in the plans (available: {', '.join(configs)})"
-            )
-        if name in chain:
-            raise WeightsError(f"circular 'inherits_from' in plans: {' -> '.join(chain + [name])}")
-        chain.append(name)
-        name = configs[name].get("inherits_from")
-    merged: dict = {}
-    for name in reversed(chain):
-        merged.update(copy.deepcopy(configs[name]))
-    merged.pop("inherits_from", None)
-    return merged
-
-
-def transposes(plans: dict) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(transpose_forward, transpose_backward) of the plans, checked to be inverse permutations."""
-    fwd = tuple(int(a) for a in plans.get("transpose_forward", (0, 1, 2)))
-    bwd = tuple(int(a) for a in plans.get("transpose_backward", _argsort(fwd)))
-    if sorted(fwd) != [0, 1, 2] or tuple(_argsort(fwd)) != bwd:
-        raise WeightsError(f"plans transpose_forward {fwd} / transpose_backward {bwd} are not inverse 3D permutations")
-    return fwd, bwd  # type: ignore[return-value]
-
-
-def _argsort(perm: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(sorted(range(len(perm)), key=lambda i: perm[i]))
-
-
-def to_canonical_order(values_in_model_order, transpose_forward) -> tuple:
-    """Plans store spacing/patch in the model's (transposed) axis order; return canonical z, y, x."""
-    bwd = _argsort(tuple(transpose_forward))
-    return tuple(values_in_model_order[bwd[a]] for a in range(3))
-
-
-def ct_statistics(plans: dict, configuration: str) -> dict[str, float]:
-    """Clip bounds and z-score statistics of the CT channel, from the plans (never constants)."""
-    config = resolve_configuration(plans, configuration)
-    schemes = config.get("normalization_schemes", [])
-    if list(schemes) != ["CTNormalization"]:
-        raise WeightsError(
-            f"configuration {configuration!r} uses normalization {schemes}; c2fseg stages take one CT "
-            "channel with nnU-Net's CTNormalization (plan the stage dataset with channel name 'CT')"
-        )
-    props = plans.get("foreground_intensity_properties_per_channel", {}).get("0")
-    if props is None:
-        raise WeightsError("plans lack foreground_intensity_properties_per_channel['0'] (CT statistics)")
-    keys = ("mean", "std", "percentile_00_5", "percentile_99_5")
-    missing = [k for k in keys if k not in props]
-    if missing:
-        raise WeightsError(f"plans CT statistics lack {missing}")
-    return {k: float(props[k]) for k in keys}
-
-
-def channel_labels_from_dataset(dataset_json: dict) -> tuple[int, ...]:
-    """Network channel index -> FLARE label id, from the label names in dataset.json."""
-    labels = dataset_json.get("labels")
-    if not isinstance(labels, dict) or not labels:
-        raise WeightsError("dataset.json has no 'labels' mapping")
-    by_channel: dict[int, int] = {}
-    for name, channel in labels.items():
-        if not isinstance(channel, int):
-            raise WeightsError(f"dataset.json label {name!r} is a region ({channel}); c2fseg needs one channel per label")
-        if name not in NAME_TO_ID:
-            raise WeightsError(
-                f"dataset.json label name {name!r} is not a FLARE23 label name (expected one of "
-                f"{', '.join(NAME_TO_ID)})"
-            )
-        by_channel[channel] = NAME_TO_ID[name]
-    if sorted(by_channel) != list(range(len(by_channel))) or by_channel[0] != 0:
-        raise WeightsError(f"dataset.json labels must use channels 0..n-1 with 0 = background, got {labels}")
-    return tuple(by_channel[c] for c in range(len(by_channel)))
-
-
-def stage_settings(plans: dict, dataset_json: dict, configuration: str) -> dict:
-    """What inference needs from plans + dataset.json, with spacing/patch in canonical z, y, x."""
-    config = resolve_configuration(plans, configuration)
-    fwd, _ = transposes(plans)
-    for key in ("spacing", "patch_size", "architecture"):
-        if key not in config:
-            raise WeightsError(f"configuration {configuration!r} has no {key!r} in the plans")
-    if len(config["spacing"]) != 3 or len(config["patch_size"]) != 3:
-        raise WeightsError(f"configuration {configuration!r} is not 3D (spacing {config['spacing']})")
-    return {
-        "spacing": [float(v) for v in to_canonical_order(config["spacing"], fwd)],
-        "patch_size": [int(v) for v in to_canonical_order(config["patch_size"], fwd)],
-        "transpose_forward": list(fwd),
-        "normalization": {"scheme": "CTNormalization", **ct_statistics(plans, configuration)},
-        "channel_labels": list(channel_labels_from_dataset(dataset_json)),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +107,9 @@ def write_manifest(
     """Hash every file of a stage folder and record how to run it; returns the manifest path.
 
     ``plans.json``, ``dataset.json`` and the checkpoint must already be in ``stage_dir`` (nothing
-    is copied). ``inference`` overrides the per-stage defaults (step, weighting, mirror, min_prob);
-    ``extra`` is stored verbatim under ``"extra"``.
+    is copied). ``inference`` overrides the stage's default inference settings (any key of
+    :mod:`c2fseg.settings`; the manifest stores all of them); ``extra`` is stored verbatim under
+    ``"extra"``.
     """
     check_stage(stage)
     stage_dir = Path(stage_dir)
@@ -223,8 +123,14 @@ def write_manifest(
             raise WeightsError(f"{stage_dir / name} is missing; write it before the manifest")
     plans_d = _as_dict(plans, stage_dir, PLANS_NAME)
     dataset_d = _as_dict(dataset_json, stage_dir, DATASET_NAME)
-    settings = stage_settings(plans_d, dataset_d, configuration)
-    infer = {**DEFAULT_INFERENCE[stage], **(inference or {})}
+    try:
+        settings = stage_settings(plans_d, dataset_d, configuration)
+    except PlansError as exc:
+        raise WeightsError(f"{stage_dir}: {exc}") from None
+    try:
+        infer = resolve_inference(stage, inference)
+    except SettingsError as exc:
+        raise WeightsError(f"inference settings for {stage_dir / MANIFEST_NAME}: {exc}") from None
     files = sorted(
         p.name for p in stage_dir.iterdir() if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith(".")
     )
@@ -270,6 +176,16 @@ def load_manifest(stage_dir: str | os.PathLike, verify: bool = True) -> dict:
     for key in ("stage", "configuration", "files", "checkpoint", "spacing", "patch_size", "channel_labels"):
         if key not in manifest:
             raise WeightsError(f"{path} has no {key!r}; it was not written by c2fseg's exporter")
+    _check_format(manifest, path)
+    try:
+        check_stage(manifest["stage"])
+    except ValueError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+    try:
+        manifest["inference"] = resolve_inference(manifest["stage"], manifest.get("inference"))
+    except SettingsError as exc:
+        raise WeightsError(f"{path}: inference settings: {exc}. Fix or remove the key (the "
+                           "keys and their values: docs/design.md, Stage settings)") from None
     for name, digest in manifest["files"].items():
         fpath = stage_dir / name
         if not fpath.is_file():
@@ -284,6 +200,23 @@ def load_manifest(stage_dir: str | os.PathLike, verify: bool = True) -> dict:
             raise WeightsError(f"{path} does not list {name}; re-export the stage weights")
     manifest["stage_dir"] = str(stage_dir.resolve())
     return manifest
+
+
+def _check_format(manifest: dict, path: Path) -> None:
+    """Refuse manifests of a newer format; report top-level keys c2fseg does not know."""
+    found = manifest.get("format", 1)
+    if not isinstance(found, int) or found > MANIFEST_FORMAT:
+        raise WeightsError(
+            f"{path} has manifest format {found!r}, newer than this c2fseg ({__version__}) reads "
+            f"(up to {MANIFEST_FORMAT}); update c2fseg"
+        )
+    unknown = sorted(set(manifest) - MANIFEST_KEYS)
+    if unknown:
+        warnings.warn(
+            f"{path}: ignoring unknown manifest keys {unknown}; c2fseg reads none of them (keep "
+            "free-form information under \"extra\")",
+            stacklevel=3,
+        )
 
 
 def check_input_orientation(manifest: dict) -> None:
@@ -303,6 +236,11 @@ def check_input_orientation(manifest: dict) -> None:
             "another tool. Re-export the stage with `c2fseg train "
             f"{manifest.get('stage', 'STAGE')}`, or, if its training images were c2fseg stage datasets "
             f"(canonical LPS), add \"input_orientation\": \"{INPUT_ORIENTATION}\" to the manifest"
+        )
+    if found == "as-stored":
+        raise WeightsError(
+            f"{where}: input_orientation 'as-stored' (feeding arrays in their stored voxel order) is "
+            "reserved for the published HIASBUAA pipeline (issue 7) and not implemented in this c2fseg"
         )
     raise WeightsError(
         f"{where}: input_orientation {found!r} is not supported; c2fseg stages must be trained on "

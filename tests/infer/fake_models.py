@@ -22,13 +22,14 @@ import torch
 
 from c2fseg.data.stage_dataset import stage_dataset_json
 from c2fseg.infer.normalize import CTNormalizer
+from c2fseg.infer.stage_loader import StageSpec
 from c2fseg.infer.stage_model import StageModel
 from c2fseg.labels import STAGE_LABELS
-from c2fseg.weights import write_manifest
+from c2fseg.plans import network_plans, plain_unet_architecture
+from c2fseg.weights import CHECKPOINT_NAME, write_manifest
 
 #: CT statistics of the tiny plans (wide clip so tests can use the whole HU range).
-CT_STATS = {"mean": 0.0, "std": 200.0, "percentile_00_5": -1000.0, "percentile_99_5": 1000.0,
-            "median": 0.0, "min": -1024.0, "max": 3000.0}
+CT_STATS = {"mean": 0.0, "std": 200.0, "percentile_00_5": -1000.0, "percentile_99_5": 1000.0}
 
 
 def tiny_plans(
@@ -41,66 +42,18 @@ def tiny_plans(
 ) -> dict:
     """nnU-Net v2 plans with ``configuration`` inheriting from ``3d_fullres`` (values in model order)."""
     n = len(features)
-    fwd = list(transpose_forward)
-    bwd = sorted(range(3), key=lambda i: fwd[i])
-    arch = {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": n,
-            "features_per_stage": list(features),
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[3, 3, 3]] * n,
-            "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
-            "n_conv_per_stage": [1] * n,
-            "n_conv_per_stage_decoder": [1] * (n - 1),
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
-    fullres = {
-        "data_identifier": "nnUNetPlans_3d_fullres",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": 2,
-        "patch_size": [64, 64, 64],
-        "median_image_size_in_voxels": [64, 128, 128],
-        "spacing": [1.0, 1.0, 1.0],
-        "normalization_schemes": ["CTNormalization"],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
-                                               "force_separate_z": None},
-        "architecture": arch,
-        "batch_dice": False,
-    }
-    tiny = {
+    arch = plain_unet_architecture(features, [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), n_conv=1)
+    plans = network_plans(spacing=(1.0, 1.0, 1.0), patch_size=(64, 64, 64), architecture=arch,
+                          ct_stats=CT_STATS, dataset_name="Dataset901_Tiny",
+                          transpose_forward=transpose_forward, median_shape=(64, 128, 128))
+    plans["original_median_spacing_after_transp"] = list(spacing)
+    plans["configurations"][configuration] = {
         "inherits_from": "3d_fullres",
-        "data_identifier": "nnUNetPlans_3d_tiny",
+        "data_identifier": f"nnUNetPlans_{configuration}",
         "patch_size": list(patch_size),
         "spacing": list(spacing),
     }
-    return {
-        "dataset_name": "Dataset901_Tiny",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": list(spacing),
-        "original_median_shape_after_transp": [64, 128, 128],
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": fwd,
-        "transpose_backward": bwd,
-        "configurations": {"3d_fullres": fullres, configuration: tiny},
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": dict(CT_STATS)},
-    }
+    return plans
 
 
 def tiny_dataset_json(stage: str = "coarse") -> dict:
@@ -161,10 +114,10 @@ def write_fake_weights(
         "trainer_name": "nnUNetTrainer",
         "inference_allowed_mirroring_axes": (0, 1, 2),
     }
-    torch.save(checkpoint, folder / "checkpoint_final.pth")
+    torch.save(checkpoint, folder / CHECKPOINT_NAME)
     write_manifest(
         folder, stage=stage, configuration=configuration, fold=0, plans=plans, dataset_json=dataset,
-        checkpoint_path=folder / "checkpoint_final.pth", training_cases=["case_a", "case_b"],
+        checkpoint_path=folder / CHECKPOINT_NAME, training_cases=["case_a", "case_b"],
         trainer="nnUNetTrainer", inference=inference,
     )
     return folder
@@ -192,19 +145,22 @@ def band_stage_model(
     patch_size: Sequence[int] = (16, 32, 32),
     device: str = "cpu",
     precision: str = "fp32",
-    **options,
+    step: float = 0.5,
+    tile_batch: int | None = None,
+    resample_mode: str = "boundary",
+    **inference,
 ) -> StageModel:
     """StageModel labelling each voxel by the nearest HU in ``hu_by_label`` (else background).
 
     Defaults: label k of the stage sits at ``100 * k + 50`` HU, background at -1000 HU.
-    Labels not in ``hu_by_label`` get a centre far outside the clip range and never win (50 normalised units, finite in fp16).
+    Labels not in ``hu_by_label`` get a centre far outside the clip range and never win (50
+    normalised units, finite in fp16). ``inference``: more inference settings (weighting, ...).
     """
     channel_labels = (0, *STAGE_LABELS[stage])
     hu = dict(hu_by_label) if hu_by_label is not None else {lab: 100.0 * lab + 50.0 for lab in channel_labels[1:]}
     norm = CTNormalizer.from_stats(CT_STATS)
     centres = [norm.normalised(background_hu)]
     centres += [norm.normalised(hu[lab]) if lab in hu else 50.0 for lab in channel_labels[1:]]
-    return StageModel(
-        BandNet(centres), stage=stage, spacing=spacing, patch_size=patch_size, normalizer=norm,
-        channel_labels=channel_labels, device=device, precision=precision, **options,
-    )
+    spec = StageSpec(stage, tuple(spacing), tuple(patch_size), norm, channel_labels)
+    return StageModel(BandNet(centres), spec, inference={"step": step, **inference}, device=device,
+                      precision=precision, tile_batch=tile_batch, resample_mode=resample_mode)

@@ -44,13 +44,13 @@ class FakeStageModel:
         self.device = torch.device(device)
         self.label_fn, self.prob_fn, self.error = label_fn, prob_fn, error
         self.calls: list[tuple] = []
-        self.outputs: list[str] = []
+        self.grids: list[str] = []
 
-    def predict(self, ct, spacing_zyx, *, prob_label=None, chunk_z=None, output="input_grid"):
-        """Labels on the input grid whatever ``output`` asks (a prediction without a ``grid``)."""
+    def predict(self, ct, spacing_zyx, *, prob_label=None, chunk_z=None, grid="input"):
+        """Labels on the input grid whatever ``grid`` asks (a prediction without a ``grid``)."""
         ct = torch.as_tensor(ct).to(self.device)
         self.calls.append((tuple(ct.shape), tuple(spacing_zyx), prob_label))
-        self.outputs.append(output)
+        self.grids.append(grid)
         if self.error is not None:
             raise self.error
         labels = self.label_fn(ct)

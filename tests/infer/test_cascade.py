@@ -7,7 +7,7 @@ import SimpleITK as sitk
 import torch
 from infer_support import AIR, FakeStageModel, abdomen_ct, hu, make_models, value_labels
 
-from c2fseg.infer.cascade import CascadeOptions, segment_volume
+from c2fseg.infer.cascade import CascadeOptions, segment_volume, settings_used
 from c2fseg.io import Volume, make_geometry, read_image, write_labels
 from c2fseg.io.image import from_canonical
 from c2fseg.labels import TUMOR
@@ -90,3 +90,69 @@ def test_two_tumor_models_are_averaged_in_the_cascade():
     assert all(call[2] == TUMOR for m in models.tumors for call in m.calls)
     assert np.array_equal(result.labels == TUMOR, (expected == TUMOR) & ~half)
     assert (result.labels[half] == 1).all()  # rejected tumor voxels keep the organ label
+
+
+def test_roi_margin_comes_from_the_coarse_stage_unless_overridden():
+    from c2fseg.settings import resolve_inference
+
+    ct, _ = abdomen_ct()
+    models = make_models()
+    models.coarse.inference = resolve_inference("coarse", {"roi_margin_mm": [2.0, 3.0, 2.0]})
+    options = CascadeOptions(roi_at_coarse_spacing=False)
+    result = segment_volume(volume_of(ct), models, options)
+    assert result.roi.start == (5, 6, 4) and result.roi.stop == (17, 22, 27)  # 1, 2, 2 voxels
+    wider = segment_volume(volume_of(ct), models, CascadeOptions(margin_mm=4.0, roi_at_coarse_spacing=False))
+    assert wider.roi.start == (4, 5, 2) and wider.roi.stop == (18, 23, 29)  # 2, 3, 4 voxels
+    models.coarse.inference = resolve_inference("coarse", {"roi_margin_mm": [2.0, 3.0, 2.0],
+                                                           "max_liver_gap_mm": 0.0})
+    near_liver = segment_volume(volume_of(ct), models, options)  # the spleen is 6 mm from the liver
+    assert near_liver.roi.stop[2] == 14 + 2  # liver and touching kidney end at x 14; spleen dropped
+
+
+def test_largest_component_labels_come_from_the_organ_stage():
+    from c2fseg.settings import resolve_inference
+
+    ct, expected = abdomen_ct()
+    ct[14, 19, 20] = hu(1)  # a one-voxel "liver" next to the spleen
+    models = make_models()
+    models.organ.inference = resolve_inference("organ", {"keep_largest": [3]})  # spleen only
+    kept = segment_volume(volume_of(ct), models, CascadeOptions())
+    assert kept.labels[14, 19, 20] == 1 and (kept.labels != expected).sum() == 1
+    models.organ.inference = resolve_inference("organ")
+    assert segment_volume(volume_of(ct), models, CascadeOptions(keep_largest=False)).labels[14, 19, 20] == 1
+
+
+def test_tumor_threshold_comes_from_the_tumor_stage():
+    from c2fseg.settings import resolve_inference
+
+    ct, expected = abdomen_ct()
+
+    def prob(c):
+        return torch.where(value_labels(c) == TUMOR, 0.45, 0.0)
+
+    models = make_models(n_tumor=0)
+    models.tumors = [FakeStageModel("tumor", prob_fn=prob) for _ in range(2)]
+    assert not (segment_volume(volume_of(ct), models).labels == TUMOR).any()  # 0.45 < 0.5
+    for model in models.tumors:
+        model.inference = resolve_inference("tumor", {"tumor_threshold": 0.4})
+    assert np.array_equal(segment_volume(volume_of(ct), models).labels == TUMOR, expected == TUMOR)
+    assert not (segment_volume(volume_of(ct), models, CascadeOptions(tumor_threshold=0.6)).labels == TUMOR).any()
+
+
+def test_settings_used_reports_each_stage_with_the_overrides():
+    from fake_models import band_stage_model
+
+    from c2fseg.settings import inference_defaults
+
+    models = make_models()
+    models.coarse = band_stage_model("coarse", step=1.0, min_prob=0.1)
+    used = settings_used(models, CascadeOptions(margin_mm=(5.0, 6.0, 7.0)))
+    assert set(used) == {"coarse", "organ", "tumor"}
+    coarse = used["coarse"]
+    assert coarse["inference"]["min_prob"] == 0.1 and coarse["inference"]["step"] == 1.0
+    assert coarse["spacing"] == [2.0, 1.5, 1.5] and coarse["precision"] == "fp32"
+    assert coarse["cascade"] == {"roi_rule": "c2fseg", "roi_margin_mm": [5.0, 6.0, 7.0],
+                                 "max_liver_gap_mm": 100.0}
+    assert used["organ"]["inference"] == inference_defaults("organ")  # a model without settings
+    assert used["organ"]["cascade"]["keep_largest"] == list(range(1, 14))
+    assert used["tumor"]["cascade"] == {"tumor_combination": "mean_probability", "tumor_threshold": 0.5}

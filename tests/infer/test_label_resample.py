@@ -151,39 +151,39 @@ def test_model_grid_output_and_box_mapping():
     ct = np.full((30, 50, 44), -1000.0, dtype=np.float32)
     ct[10:22, 10:30, 5:20] = 150.0  # "liver"
     spacing = (1.2, 0.9, 1.1)
-    pred = model.predict(ct, spacing, output="model_grid", prob_label=1)
+    pred = model.predict(ct, spacing, grid="model", prob_label=1)
     grid = grid_shape(ct.shape, spacing, model.spacing)
     assert pred.grid == "model" and tuple(pred.labels.shape) == grid and pred.prob.shape == grid
     assert pred.input_shape == ct.shape
     assert pred.grid_spacing == pytest.approx([n * s / m for n, s, m in zip(ct.shape, spacing, grid, strict=True)])
-    assert "resample_out" in pred.timings and pred.info["output"] == "model_grid"
+    assert "resample_out" in pred.timings and pred.info["grid"] == "model"
     liver = np.argwhere(pred.labels.numpy() == 1)
     lo, hi = pred.box_to_input(liver.min(0), liver.max(0) + 1)
     for a, (s0, s1) in enumerate(((10, 22), (10, 30), (5, 20))):
         assert lo[a] <= s0 and hi[a] >= s1 and s0 - lo[a] <= 4 and hi[a] - s1 <= 4
     on_input = model.predict(ct, spacing)
     assert on_input.grid == "input" and on_input.box_to_input((1, 2, 3), (4, 5, 6)) == ((1, 2, 3), (4, 5, 6))
-    with pytest.raises(ValueError, match="output"):
-        model.predict(ct, spacing, output="both")
+    with pytest.raises(ValueError, match="grid"):
+        model.predict(ct, spacing, grid="both")
 
 
 def test_cascade_roi_from_model_grid_contains_the_input_grid_roi():
     ct, expected = abdomen_ct()
     volume = Volume(ct, make_geometry(ct.shape, (2.0, 1.5, 1.0)))
     results = {}
-    for output in ("model_grid", "input_grid"):
+    for grid in ("model", "input"):
         models = make_models()
         models.coarse = band_stage_model("coarse")  # a real StageModel: model grid (2, 1.5, 1.5) mm
-        options = CascadeOptions(margin_mm=3.0, coarse_output=output, roi_at_coarse_spacing=False)
-        results[output] = segment_volume(volume, models, options)
-    fine, coarse = results["input_grid"].roi, results["model_grid"].roi
+        options = CascadeOptions(margin_mm=3.0, coarse_grid=grid, roi_at_coarse_spacing=False)
+        results[grid] = segment_volume(volume, models, options)
+    fine, coarse = results["input"].roi, results["model"].roi
     for a in range(3):
         assert coarse.start[a] <= fine.start[a] and coarse.stop[a] >= fine.stop[a]
         assert fine.start[a] - coarse.start[a] <= 3 and coarse.stop[a] - fine.stop[a] <= 3
     assert coarse != fine  # the model grid is coarser in x: the box did change
-    assert np.array_equal(results["model_grid"].labels, expected)
-    with pytest.raises(ValueError, match="coarse_output"):
-        CascadeOptions(coarse_output="full")
+    assert np.array_equal(results["model"].labels, expected)
+    with pytest.raises(ValueError, match="coarse_grid"):
+        CascadeOptions(coarse_grid="full")
 
 
 def test_cascade_asks_coarse_model_for_its_grid():
@@ -191,7 +191,7 @@ def test_cascade_asks_coarse_model_for_its_grid():
     volume = Volume(ct, make_geometry(ct.shape, (2.0, 1.5, 1.0)))
     models = make_models()
     segment_volume(volume, models)
-    assert models.coarse.outputs == ["model_grid"] and models.organ.outputs == ["input_grid"]
+    assert models.coarse.grids == ["model"] and models.organ.grids == ["input"]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,14 @@ from fake_models import (
     write_fake_weights,
 )
 
+import c2fseg.infer.precision as precision_policy
 import c2fseg.infer.stage_model as sm
+from c2fseg.infer import stage_loader
 from c2fseg.infer.resample import grid_shape
 from c2fseg.infer.sliding import sliding_window
-from c2fseg.infer.stage_model import NonFiniteOutputError, StageModel, extract_state_dict
+from c2fseg.infer.stage_loader import extract_state_dict
+from c2fseg.infer.stage_model import NonFiniteOutputError, StageModel
+from c2fseg.settings import resolve_inference
 from c2fseg.weights import WeightsError
 
 SPACING = (2.0, 1.5, 1.5)  # the tiny plans' spacing: no resampling
@@ -75,6 +80,44 @@ def test_load_takes_inference_defaults_from_manifest(tmp_path):
     assert StageModel.load(folder, "cpu", step=0.5).step == 0.5
 
 
+def test_load_runs_with_every_inference_setting_of_the_manifest(tmp_path):
+    folder = write_fake_weights(tmp_path, "organ", inference={"step": 0.25, "mirror": True,
+                                                            "keep_largest": [1, 3]})
+    model = StageModel.load(folder, "cpu", precision="fp32", weighting="gaussian")
+    assert (model.step, model.mirror, model.weighting) == (0.25, True, "gaussian")
+    assert model.inference["keep_largest"] == [1, 3]
+    used = model.settings_used()
+    assert used["source"] == str(folder.resolve()) and used["inference"] == model.inference
+    assert used["spacing"] == list(SPACING) and used["normalization"]["clip"] == [-1000.0, 1000.0]
+    with pytest.raises(ValueError, match="step must be in"):
+        StageModel.load(folder, "cpu", step=1.5)
+
+
+def test_manifest_values_that_disagree_with_the_plans_are_refused(tmp_path):
+    import json
+
+    folder = write_fake_weights(tmp_path, "organ")
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["spacing"] = [9.0, 9.0, 9.0]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match=r"manifest spacing \[9.0, 9.0, 9.0\] disagrees with plans"):
+        StageModel.load(folder, "cpu")
+
+
+def test_a_new_loader_only_has_to_return_a_loaded_stage():
+    """What a checkpoint importer adds: a LoadedStage from any network; prediction is unchanged."""
+    band = band_stage_model("coarse", {1: 150.0})
+    loaded = stage_loader.LoadedStage(BandNet(band.network.centres.tolist()), band.spec,
+                                      resolve_inference("coarse", {"step": 0.5}),
+                                      source="imported:test")
+    model = StageModel.from_loaded(loaded, "cpu", precision="fp32")
+    ct = smooth_ct()
+    assert torch.equal(model.predict(ct, SPACING).labels, band.predict(ct, SPACING).labels)
+    assert model.source == "imported:test" and model.step == 0.5
+    assert StageModel.from_loaded(loaded, "cpu", min_prob=0.2).min_prob == 0.2
+
+
 def test_prefixed_state_dicts_load():
     model = tiny_stage_model("coarse", seed=2)
     state = {f"_orig_mod.module.{k}": v for k, v in model.network.state_dict().items()}
@@ -112,7 +155,7 @@ def test_other_spacing_is_resampled_and_returned_on_input_grid():
     ct[10:22, 10:30, 5:20] = 150.0  # "liver"
     ct[12:20, 15:35, 28:40] = 450.0  # "spleen"
     pred = model.predict(ct, (1.2, 0.9, 1.1))
-    assert pred.info["model_grid"] == list(grid_shape(ct.shape, (1.2, 0.9, 1.1), model.spacing))
+    assert pred.info["model_grid_shape"] == list(grid_shape(ct.shape, (1.2, 0.9, 1.1), model.spacing))
     assert pred.labels.shape == ct.shape
     truth = np.select([ct == 150.0, ct == 450.0], [1, 3], 0)
     inner = np.zeros_like(truth, dtype=bool)  # away from edges, where interpolation mixes values
@@ -206,16 +249,16 @@ def test_cuda_and_cpu_labels_agree():
 
 def test_precision_resolution(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(sm, "cpu_has_fast_bf16", lambda: True)
-    assert sm.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(sm, "cpu_has_fast_bf16", lambda: False)
-    assert sm.resolve_precision("auto", cpu) == "fp32"
-    assert sm.resolve_precision("auto", torch.device("cuda")) == "fp16"
-    assert sm.resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    monkeypatch.setattr(precision_policy, "cpu_has_fast_bf16", lambda: True)
+    assert precision_policy.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(precision_policy, "cpu_has_fast_bf16", lambda: False)
+    assert precision_policy.resolve_precision("auto", cpu) == "fp32"
+    assert precision_policy.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert precision_policy.resolve_precision("fp32", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="fp16"):
-        sm.resolve_precision("fp16", cpu)
+        precision_policy.resolve_precision("fp16", cpu)
     with pytest.raises(ValueError, match="precision"):
-        sm.resolve_precision("int8", cpu)
+        precision_policy.resolve_precision("int8", cpu)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
@@ -325,6 +368,66 @@ def test_cpu_fallback_network_is_built_from_host_copies(monkeypatch):
         assert value.device.type == "cpu" and torch.equal(value, ref[key])
         assert value.data_ptr() != ref[key].data_ptr()
     assert not copy.training
+
+
+class FailingFirst(torch.nn.Module):
+    """Raises ``error`` on its first ``failures`` calls, holding a tensor in that frame.
+
+    ``held`` keeps a weak reference to the tensor of every failed call; ``alive_at_retry``
+    records, at each later call, whether those tensors still existed (they do while anything
+    still refers to the failed call's traceback, e.g. a retry inside the ``except`` block).
+    """
+
+    def __init__(self, net, error: Exception, failures: int = 1):
+        super().__init__()
+        self.net, self.error, self.failures = net, error, failures
+        self.calls, self.held, self.alive_at_retry = 0, [], []
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls <= self.failures:
+            workspace = torch.empty(1024)  # what a failed attempt leaves on the device
+            self.held.append(weakref.ref(workspace))
+            raise type(self.error)(*self.error.args)  # a new exception each time, like torch
+        self.alive_at_retry.append([ref() is not None for ref in self.held])
+        return self.net(x)
+
+
+@pytest.mark.parametrize("message", [
+    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "CUDA error: out of memory",
+])
+def test_allocation_failures_reported_as_runtime_errors_fall_back(message):
+    model = tiny_stage_model("coarse", seed=7)
+    ct = smooth_ct((16, 32, 32))
+    ref = model.predict(ct, SPACING).labels
+    model.network = FailingFirst(model.network, RuntimeError(message))
+    pred = model.predict(ct, SPACING)
+    assert len(pred.info["fallbacks"]) == 1 and message.split(":")[0] in pred.info["fallbacks"][0]
+    assert torch.equal(pred.labels, ref)
+
+
+def test_retry_starts_after_the_failed_attempt_is_released():
+    model = tiny_stage_model("coarse", seed=7)
+    ct = smooth_ct((16, 32, 32))
+    net = FailingFirst(model.network, torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"),
+                       failures=2)
+    model.network = net
+    pred = model.predict(ct, SPACING)
+    assert len(pred.info["fallbacks"]) == 2 and len(net.held) == 2
+    assert net.alive_at_retry == [[False, False]]  # nothing of either failed attempt was kept
+
+
+def test_other_runtime_errors_are_not_retried():
+    model = tiny_stage_model("coarse")
+    model.network = FailingFirst(model.network, RuntimeError("Given groups=1, weight of size [4]"))
+    with pytest.raises(RuntimeError, match="groups=1"):
+        model.predict(smooth_ct((16, 32, 32)), SPACING)
+    assert model.network.calls == 1
+    assert sm.is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert not sm.is_out_of_memory(NonFiniteOutputError("out of memory"))
+    assert not sm.is_out_of_memory(ValueError("out of memory"))
 
 
 def test_out_of_memory_everywhere_is_raised(monkeypatch):

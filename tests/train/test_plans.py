@@ -148,8 +148,8 @@ def test_resampling_setting_changes_the_preprocessed_data_identifier():
 
 
 def test_plans_use_the_shared_configuration_resolver():
+    from c2fseg.plans import resolve_configuration
     from c2fseg.train import plans as plans_module
-    from c2fseg.weights import resolve_configuration
 
     assert plans_module.resolve_configuration is resolve_configuration
     assert not hasattr(plans_module, "resolved_configuration")

@@ -15,13 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2fseg.bench.plans import (
-    CONFIGURATION,
-    bench_plans,
-    stage_dataset_json,
-    stage_step,
-    with_patch,
-)
+from c2fseg.bench.plans import CONFIGURATION, bench_plans, stage_dataset_json, with_patch
+from c2fseg.weights import DATASET_NAME, PLANS_NAME
 
 
 class TimedModel:
@@ -89,22 +84,25 @@ class BenchModels:
             w.calls.clear()
 
     def describe(self) -> dict:
-        """Per stage: spacing, patch, step, features, parameter count, device, precision."""
+        """Per stage: the settings it runs with (spacing, patch, inference settings, device,
+        precision), its network's features per stage and parameter count."""
         out = {}
         for w in self.wrappers:
-            arch = self.sources[w.name].plans["configurations"]
-            conf = arch.get(self.sources[w.name].configuration, {})
+            source = self.sources[w.name]
+            conf = source.plans["configurations"].get(source.configuration, {})
             kw = conf.get("architecture", {}).get("arch_kwargs", {})
+            used = w.settings_used()
             out[w.name] = {
-                "spacing_zyx": list(w.spacing),
-                "patch_zyx": list(w.patch_size),
+                "spacing_zyx": used["spacing"],
+                "patch_zyx": used["patch_size"],
                 "step": w.step,
+                "weighting": w.weighting,
+                "mirror": w.mirror,
+                "inference": used["inference"],
                 "features_per_stage": kw.get("features_per_stage"),
                 "parameters": int(sum(p.numel() for p in w.network.parameters())),
-                "device": str(w.device),
-                "precision": w.precision,
-                "weighting": getattr(w, "weighting", None),
-                "mirror": getattr(w, "mirror", None),
+                "device": used["device"],
+                "precision": used["precision"],
             }
         return out
 
@@ -126,7 +124,7 @@ def random_models(kind: str, device, *, seed: int = 0, precision: str = "auto",
         dataset_json = stage_dataset_json(stage)
         torch.manual_seed(seed + i)
         model = StageModel.from_plans(plans, dataset_json, CONFIGURATION, stage, None, device,
-                                      step=stage_step(stage), precision=precision)
+                                      precision=precision)
         wrapped[stage] = TimedModel(model, stage)
         sources[stage] = StageSource(plans, dataset_json, CONFIGURATION)
     return BenchModels(wrapped["coarse"], wrapped["organ"], [wrapped["tumor"]], sources, kind)
@@ -134,7 +132,7 @@ def random_models(kind: str, device, *, seed: int = 0, precision: str = "auto",
 
 def trained_models(weights_dir: str | Path, device, *, precision: str = "auto") -> BenchModels:
     """Trained stage models from a weights folder (every tumor model found)."""
-    from c2fseg.infer.batch import load_models
+    from c2fseg.infer.model_setup import load_models
 
     loaded = load_models(Path(weights_dir), str(device), precision=precision)
     sources = {}
@@ -142,8 +140,8 @@ def trained_models(weights_dir: str | Path, device, *, precision: str = "auto") 
     for i, model in enumerate([loaded.coarse, loaded.organ, *loaded.tumors]):
         folder = Path(model.manifest["stage_dir"])
         name = model.stage if i < 2 else ("tumor" if i == 2 else f"tumor_{i - 1}")
-        sources[name] = StageSource(json.loads((folder / "plans.json").read_text(encoding="utf-8")),
-                                    json.loads((folder / "dataset.json").read_text(encoding="utf-8")),
+        sources[name] = StageSource(json.loads((folder / PLANS_NAME).read_text(encoding="utf-8")),
+                                    json.loads((folder / DATASET_NAME).read_text(encoding="utf-8")),
                                     model.manifest["configuration"])
         if i >= 2:
             tumors.append(TimedModel(model, name))

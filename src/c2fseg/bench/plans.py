@@ -2,11 +2,13 @@
 
 Timing does not need trained weights: a network of the same architecture costs the same with
 random ones. ``production_plans`` writes what nnU-Net's default planner would give for
-FLARE-like data with the published per-stage settings (``../shared/reference/flare23.md``):
-PlainConvUNet, 6 stages, ``width`` base features doubling up to 320, 3x3x3 kernels, nnU-Net's
-own pooling rule (first stride 1, then 2; z stops pooling when the patch is short), two convs per
-stage, instance norm, leaky ReLU. The per-stage spacing, patch and CT statistics live in
-``STAGE_SETTINGS`` (data, not code paths), "thin" overrides in ``THIN_SETTINGS``.
+FLARE-like data with the per-stage settings c2fseg trains with by default: PlainConvUNet,
+``n_stages`` stages, ``width`` base features doubling up to ``max_features``, 3x3x3 kernels,
+nnU-Net's own pooling rule (first stride 1, then 2; z stops pooling when the patch is short), two
+convs per stage, instance norm, leaky ReLU. Every number comes from ``stage_defaults.json``
+(:mod:`c2fseg.settings`): spacing, patch and network size from ``configs.default``, the step from
+``inference``, the published CT statistics from ``ct_statistics``, the thin variant from
+``bench.thin``.
 """
 
 from __future__ import annotations
@@ -14,30 +16,28 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 
-from c2fseg.labels import check_stage
+from c2fseg.labels import STAGES, check_stage
+from c2fseg.plans import features_per_stage, network_plans, plain_unet_architecture
+from c2fseg.settings import inference_defaults, load_defaults
 
 CONFIGURATION = "3d_fullres"
-MAX_FEATURES = 320
-N_STAGES = 6
 
-#: Published per-stage settings: spacing (z, y, x) mm, patch, step, HU clip and z-score stats.
-STAGE_SETTINGS: Mapping[str, dict] = {
-    "coarse": {"spacing": [2.3, 1.26, 1.26], "patch": [64, 160, 224], "step": 1.0,
-               "clip": [-325.0, 266.0], "mean": 59.28, "std": 83.44},
-    "tumor": {"spacing": [1.76, 1.44, 1.44], "patch": [96, 160, 192], "step": 0.5,
-              "clip": [-325.0, 273.0], "mean": 86.60, "std": 81.02},
-    "organ": {"spacing": [2.5, 1.26, 1.26], "patch": [64, 160, 224], "step": 0.5,
-              "clip": [-325.0, 267.0], "mean": 70.34, "std": 82.54},
-}
 
-#: "thin" models for 2-core CPUs: 16 base features, fine stages at 2.5 x 1.5 x 1.5 mm, and a
-#: coarse stage at twice the production voxel size (it only has to find the abdomen).
-THIN_WIDTH = 16
-THIN_SETTINGS: Mapping[str, dict] = {
-    "coarse": {"spacing": [4.6, 2.52, 2.52], "patch": [48, 112, 112]},
-    "tumor": {"spacing": [2.5, 1.5, 1.5], "patch": [64, 128, 160]},
-    "organ": {"spacing": [2.5, 1.5, 1.5], "patch": [64, 160, 224]},
-}
+def _stage_settings(stage: str) -> dict:
+    """Spacing, patch, step and CT statistics of a production benchmark stage."""
+    defaults = load_defaults()
+    config = defaults["configs"]["default"]
+    merged = {**config["base"], **config[stage]}
+    return {"spacing": merged["spacing"], "patch": merged["patch"], "n_stages": merged["n_stages"],
+            "width": merged["features"], "max_features": merged["max_features"],
+            "step": inference_defaults(stage)["step"], "ct": defaults["ct_statistics"][stage]}
+
+
+#: Per-stage benchmark settings (a view of stage_defaults.json): spacing (z, y, x) mm, patch,
+#: network depth and width, step and CT statistics.
+STAGE_SETTINGS: Mapping[str, dict] = {stage: _stage_settings(stage) for stage in STAGES}
+#: The thin CPU variant: base width and per-stage spacing/patch.
+THIN_SETTINGS: Mapping = load_defaults()["bench"]["thin"]
 
 
 def stage_dataset_json(stage: str) -> dict:
@@ -47,94 +47,37 @@ def stage_dataset_json(stage: str) -> dict:
     return training_dataset_json(check_stage(stage), 0)
 
 
-def _architecture(width: int, strides: Sequence, kernels: Sequence) -> dict:
-    """nnU-Net's default PlainConvUNet description for the plans."""
-    n = len(strides)
-    return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": n,
-            "features_per_stage": [min(width * 2**i, MAX_FEATURES) for i in range(n)],
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [list(k) for k in kernels],
-            "strides": [list(s) for s in strides],
-            "n_conv_per_stage": [2] * n,
-            "n_conv_per_stage_decoder": [2] * (n - 1),
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
-
-
-def _ct_properties(settings: Mapping) -> dict:
-    lo, hi = settings["clip"]
-    return {"mean": float(settings["mean"]), "std": float(settings["std"]),
-            "percentile_00_5": float(lo), "percentile_99_5": float(hi),
-            "median": float(settings["mean"]), "min": -1024.0, "max": 3071.0}
-
-
 def production_plans(
     stage: str,
-    width: int = 32,
+    width: int | None = None,
     *,
     spacing: Sequence[float] | None = None,
     patch: Sequence[int] | None = None,
-    n_stages: int = N_STAGES,
+    n_stages: int | None = None,
 ) -> dict:
     """nnU-Net v2 plans (configuration ``3d_fullres``) of a production-size stage network.
 
-    ``spacing``/``patch`` override the published stage values (canonical z, y, x; the plans use
-    no transpose). Topology follows nnU-Net's planner rule for that spacing and patch.
+    ``width`` (base features), ``spacing``/``patch`` (canonical z, y, x; the plans use no
+    transpose) and ``n_stages`` override the stage's defaults. Topology follows nnU-Net's
+    planner rule for that spacing and patch.
     """
     from c2fseg.train.plans import network_topology
 
-    settings = dict(STAGE_SETTINGS[check_stage(stage)])
+    settings = STAGE_SETTINGS[check_stage(stage)]
     spacing = [float(s) for s in (spacing or settings["spacing"])]
-    strides, kernels, patch_fit = network_topology(spacing, list(patch or settings["patch"]), n_stages)
-    config = {
-        "data_identifier": f"c2fsegBench_{stage}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": 2,
-        "patch_size": patch_fit,
-        "median_image_size_in_voxels": [max(p, 128) for p in patch_fit],
-        "spacing": spacing,
-        "normalization_schemes": ["CTNormalization"],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
-                                               "force_separate_z": None},
-        "architecture": _architecture(int(width), strides, kernels),
-        "batch_dice": False,
-    }
-    return {
-        "dataset_name": f"Dataset990_c2fsegBench{stage.capitalize()}",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": spacing,
-        "original_median_shape_after_transp": config["median_image_size_in_voxels"],
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {CONFIGURATION: config},
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": _ct_properties(settings)},
-    }
+    depth = int(n_stages or settings["n_stages"])
+    strides, kernels, patch_fit = network_topology(spacing, list(patch or settings["patch"]), depth)
+    features = features_per_stage(int(width or settings["width"]), len(strides), settings["max_features"])
+    architecture = plain_unet_architecture(features, strides, kernels=kernels)
+    return network_plans(spacing=spacing, patch_size=patch_fit, architecture=architecture,
+                         ct_stats=settings["ct"], configuration=CONFIGURATION,
+                         dataset_name=f"Dataset990_c2fsegBench{stage.capitalize()}")
 
 
 def thin_plans(stage: str) -> dict:
-    """Plans of the thin CPU variant: 16 base features and the ``THIN_SETTINGS`` spacing/patch."""
+    """Plans of the thin CPU variant (``bench.thin`` of stage_defaults.json)."""
     over = THIN_SETTINGS[check_stage(stage)]
-    return production_plans(stage, THIN_WIDTH, spacing=over["spacing"], patch=over["patch"])
+    return production_plans(stage, THIN_SETTINGS["width"], spacing=over["spacing"], patch=over["patch"])
 
 
 def bench_plans(stage: str, kind: str) -> dict:
@@ -144,11 +87,6 @@ def bench_plans(stage: str, kind: str) -> dict:
     if kind == "thin":
         return thin_plans(stage)
     raise ValueError(f"unknown model kind {kind!r}; use production, thin or a weights folder")
-
-
-def stage_step(stage: str) -> float:
-    """The published sliding-window step of a stage."""
-    return float(STAGE_SETTINGS[check_stage(stage)]["step"])
 
 
 def with_patch(plans: dict, patch: Sequence[int]) -> dict:

@@ -6,6 +6,21 @@ import argparse
 from pathlib import Path
 
 from c2fseg.argtypes import int_triple, non_negative_int, positive_int
+from c2fseg.settings import load_defaults
+
+
+def models_help() -> str:
+    """--models help, with the network sizes of stage_defaults.json."""
+    defaults = load_defaults()
+    base = defaults["configs"]["default"]["base"]
+    thin = defaults["bench"]["thin"]
+    spacing = {stage: "x".join(str(s) for s in thin[stage]["spacing"]) for stage in ("organ", "tumor")}
+    fine = spacing["organ"] if len(set(spacing.values())) == 1 else (
+        f"{spacing['organ']} (organ), {spacing['tumor']} (tumor)")
+    return (f"production: nnU-Net-default {base['n_stages']}-stage networks ({base['features']}-"
+            f"{base['max_features']} features) with the stages' default spacings, random weights; "
+            f"thin: {thin['width']} base features, fine stages at {fine} mm; or a trained weights "
+            "folder, run with its stages' own settings (default: production)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(../shared/data/real/ts_example_ct.nii.gz, skipped if missing) or a CT path; "
                         "repeatable (default: full-phantom)")
     p.add_argument("--models", default="production", metavar="production|thin|WEIGHTS_DIR",
-                   help="production: nnU-Net-default 6-stage networks (32-320 features) with the "
-                        "published spacings, random weights; thin: 16 base features, fine stages at "
-                        "2.5x1.5x1.5 mm; or a trained weights folder (default: production)")
+                   help=models_help())
     p.add_argument("--roi", choices=("auto", "fixed", "labels", "coarse"), default="auto",
                    help="ROI for the fine stages: fixed box (or the label box when the case has labels), "
                         "labels (require them), coarse (the coarse model's output; needs trained "

@@ -6,8 +6,20 @@ import argparse
 from pathlib import Path
 
 from c2fseg.argtypes import non_negative_float
+from c2fseg.settings import inference_defaults
 
 STEP_STAGES = ("coarse", "organ", "tumor")
+
+
+def _defaults_text(key: str, stages=STEP_STAGES, unit: str = "") -> str:
+    """'coarse 1.0, organ 0.5, tumor 0.5': c2fseg's packaged default of ``key`` per stage."""
+    parts = []
+    for stage in stages:
+        value = inference_defaults(stage)[key]
+        if isinstance(value, list) and len(set(value)) == 1:
+            value = value[0]
+        parts.append(f"{stage} {value}{unit}")
+    return ", ".join(parts)
 
 DESCRIPTION = """\
 Segment every CT in INPUT (NIfTI, NRRD, MetaImage files or one DICOM series per subfolder) into
@@ -93,13 +105,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "with one tile at a time and its logits in host memory, then on the CPU "
                         "(fp32); if the case still runs out, the whole case is redone on the CPU. "
                         "The report notes each fallback")
-    p.add_argument("--margin-mm", type=margin_mm, default=(20.0, 20.0, 20.0), metavar="MM",
-                   help="padding of the organ region in mm, one value or 'z,y,x' (default 20)")
+    p.add_argument("--margin-mm", type=margin_mm, default=None, metavar="MM",
+                   help="padding of the organ region in mm, one value or 'z,y,x' (default: the coarse "
+                        "stage's manifest.json inference.roi_margin_mm, written at training: "
+                        f"{_defaults_text('roi_margin_mm', ('coarse',), ' mm')} unless set otherwise)")
     p.add_argument("--step", type=step_override, default=None, metavar="STEP",
                    help="sliding-window step as a fraction of the patch, one value or per stage "
                         "'coarse=1.0,organ=0.5,tumor=0.5' (default: each stage's manifest.json "
-                        "inference.step, written at training: coarse 1.0, organ and tumor 0.5 "
-                        "unless set otherwise)")
+                        f"inference.step, written at training: {_defaults_text('step')} unless set "
+                        "otherwise)")
     p.add_argument("--tumor-must-touch-organ", action="store_true",
                    help="drop tumor components that touch no organ voxel")
     p.add_argument("--min-tumor-ml", type=non_negative_float, default=0.0, metavar="ML",

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="label a folder of CTs with one stage model (e.g. coarse labels for tumor training)",
         description=(
             "Run one trained stage on every CT of a folder and write <case>.nii.gz label maps with "
-            "each input's exact geometry. Resumable: c2fseg records each output it writes "
+            "each input's exact geometry. The stage runs with the inference settings of its "
+            "folder's manifest.json (step, tile weighting, probability floor). Resumable: c2fseg records each output it writes "
             "(LABELS/.c2fseg_outputs/); an output it wrote with the same stage from the same "
             "unchanged input is kept, its other outputs are redone. A file in LABELS that c2fseg "
             "did not write, or that changed after it wrote it, is never overwritten, not even with "

@@ -7,8 +7,38 @@ import sys
 from pathlib import Path
 
 from c2fseg.argtypes import existing_dir, existing_path, int_triple, positive_int, spacing_zyx
+from c2fseg.settings import load_defaults
+from c2fseg.weights import CHECKPOINT_NAME
 
 STAGE_CHOICES = ("coarse", "tumor", "organ")
+OPTIMIZER_NAMES = {"sgd": "SGD", "adamw": "AdamW"}
+
+
+def default_text(key: str) -> str:
+    """Per-stage defaults of a training setting, e.g. 'default: coarse 2.3,1.26,1.26, ...; --tiny ...'."""
+    configs = load_defaults()["configs"]
+
+    def value(config: str, stage: str) -> str:
+        v = {**configs[config]["base"], **configs[config][stage]}[key]
+        if v is None:
+            return "nnU-Net's planned spacing"
+        return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+    def per_stage(config: str) -> str:
+        values = {stage: value(config, stage) for stage in STAGE_CHOICES}
+        if len(set(values.values())) == 1:
+            return next(iter(values.values()))
+        return ", ".join(f"{stage} {v}" for stage, v in values.items())
+
+    return f"default: {per_stage('default')}; with --tiny: {per_stage('tiny')}"
+
+
+def tiny_text() -> str:
+    """What --tiny trains, from its configuration."""
+    base = load_defaults()["configs"]["tiny"]["base"]
+    return (f"tiny CPU configuration ({base['n_stages']}-stage {base['features']}-{base['max_features']} "
+            f"feature network, {base['epochs']} epochs of {base['iters_per_epoch']} iterations, "
+            f"{OPTIMIZER_NAMES[base['optimizer']]})")
 
 
 def fold_value(value: str) -> str | int:
@@ -32,9 +62,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Build the stage's nnU-Net dataset from DATA (coarse: fully labelled cases; tumor: "
             "tumor cases with missing organs filled by coarse-model pseudo labels; organ: all "
-            "cases with organ pseudo labels), crop each case to its labelled slices +-10, plan and "
+            f"cases with organ pseudo labels), crop each case to its labelled slices "
+            f"+-{load_defaults()['z_margin_slices']}, plan and "
             "preprocess with nnU-Net, train with c2fseg's trainer and export WEIGHTS/<stage>/ "
-            "(plans.json, dataset.json, checkpoint_final.pth, manifest.json). Re-running the same "
+            f"(plans.json, dataset.json, {CHECKPOINT_NAME}, manifest.json with the stage's "
+            "inference settings). Re-running the same "
             "command resumes: finished steps are skipped and training continues from the latest "
             "checkpoint. Train coarse first: tumor and organ use it for pseudo labels. "
             "Cases whose target is empty (no label of the stage) are skipped and listed; training "
@@ -60,18 +92,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", type=fold_value, default="all",
                    help="'all' (default: train on every case) or a fold number 0..K-1, where K is the "
                         "number of folds in splits.json (`c2fseg split --folds`, default 5)")
-    p.add_argument("--tiny", action="store_true",
-                   help="tiny CPU configuration (4-stage 8-64 feature network, short AdamW schedule)")
+    p.add_argument("--tiny", action="store_true", help=tiny_text())
     p.add_argument("--pseudo-labels", type=existing_dir, default=None, metavar="DIR",
                    help="organ pseudo labels for the tumor and organ stages, one file per case named "
                         "<case>.nii.gz or <case>_0000.nii.gz (other image formats c2fseg reads work too); "
                         "ignored for the coarse stage. Default: made with the trained coarse model "
                         "(WEIGHTS/coarse)")
-    p.add_argument("--spacing", type=spacing_zyx, default=None, metavar="Z,Y,X", help="target spacing in mm")
-    p.add_argument("--patch", type=int_triple, default=None, metavar="Z,Y,X", help="patch size in voxels")
-    p.add_argument("--features", type=positive_int, default=None, metavar="N", help="features of the first network stage")
-    p.add_argument("--epochs", type=positive_int, default=None, metavar="N", help="number of epochs")
-    p.add_argument("--iters-per-epoch", type=positive_int, default=None, metavar="N", help="training iterations per epoch")
+    p.add_argument("--spacing", type=spacing_zyx, default=None, metavar="Z,Y,X",
+                   help=f"target spacing in mm ({default_text('spacing')})")
+    p.add_argument("--patch", type=int_triple, default=None, metavar="Z,Y,X",
+                   help=f"patch size in voxels ({default_text('patch')})")
+    p.add_argument("--features", type=positive_int, default=None, metavar="N",
+                   help=f"features of the first network stage ({default_text('features')})")
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="N",
+                   help=f"number of epochs ({default_text('epochs')})")
+    p.add_argument("--iters-per-epoch", type=positive_int, default=None, metavar="N",
+                   help=f"training iterations per epoch ({default_text('iters_per_epoch')})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device (default auto)")
     p.add_argument("--num-gpus", type=positive_int, default=1, metavar="N", help="GPUs for DDP training (default 1)")
     p.add_argument("--no-resume", action="store_true",

@@ -26,7 +26,6 @@ Promises (see ``../shared/reference/robustness.md``):
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,8 +35,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from c2fseg.device import resolve_device
-from c2fseg.infer.cascade import CascadeModels, CascadeOptions, CaseResult, segment_volume
+from c2fseg.infer.cascade import CascadeOptions, CaseResult, segment_volume, settings_used
+from c2fseg.infer.model_setup import (  # noqa: F401 (SetupError: part of this module's API)
+    SetupError,
+    check_weights,
+    find_weights,
+    load_models,
+    setup_device,
+)
 from c2fseg.infer.outputs import ForeignOutputError, OutputRecords
 from c2fseg.io import (
     CaseInput,
@@ -59,106 +64,7 @@ from c2fseg.report import (
 
 REPORT_NAME = "c2fseg_report.json"
 PRODUCER = "predict"  # who wrote an output, in its record (pseudolabel outputs are not predictions)
-REQUIRED_STAGES = ("coarse", "organ", "tumor")
 SEED = 0
-_TUMOR_DIR = re.compile(r"tumor(?:_(\d+))?")
-
-
-class SetupError(ValueError):
-    """The run cannot start (weights missing or unusable, device unavailable): a usage error."""
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def setup_device(device: str) -> str:
-    """The concrete device name ('cpu', 'cuda', 'cuda:1') or a SetupError saying what to use."""
-    try:
-        return str(resolve_device(device))
-    except ValueError as exc:
-        raise SetupError(str(exc)) from None
-
-
-def find_weights(explicit: str | os.PathLike | None = None) -> Path:
-    """The weights folder: the flag, then $C2FSEG_WEIGHTS, then ./weights."""
-    try:
-        from c2fseg.weights import find_weights_dir
-    except ImportError:  # infer-model's module not there yet
-        find_weights_dir = None
-    if find_weights_dir is not None:
-        return Path(find_weights_dir(explicit))
-    return Path(explicit or os.environ.get("C2FSEG_WEIGHTS") or "weights").expanduser()
-
-
-def tumor_dirs(weights_dir: Path) -> list[Path]:
-    """``tumor``, ``tumor_2``, ``tumor_3``... in that order (the ensemble's members)."""
-    found = []
-    for p in weights_dir.iterdir() if weights_dir.is_dir() else []:
-        m = _TUMOR_DIR.fullmatch(p.name)
-        if p.is_dir() and m:
-            found.append((int(m.group(1) or 1), p))
-    return [p for _, p in sorted(found)]
-
-
-def check_weights(weights_dir: Path) -> None:
-    """Raise SetupError naming what is missing, before any case is touched."""
-    if not weights_dir.is_dir():
-        raise SetupError(
-            f"weights folder {weights_dir} does not exist. Pass --weights DIR, set "
-            "C2FSEG_WEIGHTS, or train the stages with `c2fseg train STAGE`."
-        )
-    missing = [s for s in REQUIRED_STAGES if not (weights_dir / s).is_dir()]
-    if missing:
-        raise SetupError(
-            f"weights folder {weights_dir} has no {', '.join(missing)} stage folder(s). Train "
-            f"them with `c2fseg train {missing[0]}` or copy the stage weights there."
-        )
-
-
-def step_for(step: float | Mapping[str, float] | None, stage: str) -> float | None:
-    """The sliding-window step override of ``stage`` (one value for all, or per stage)."""
-    if step is None or isinstance(step, (int, float)):
-        return step
-    return step.get(stage.split("_")[0], step.get(stage))
-
-
-def check_stage_folder(model_stage: str, stage_dir: Path) -> None:
-    """A stage folder must hold its own stage (``tumor_2`` holds a tumor model, etc.)."""
-    expected = stage_dir.name.split("_")[0]
-    if model_stage != expected:
-        raise SetupError(
-            f"{stage_dir} holds a {model_stage!r} model (its manifest.json says stage "
-            f"{model_stage!r}), not the {expected!r} model its folder name promises; move it to "
-            f"{stage_dir.parent / model_stage} or put the {expected} weights there"
-        )
-
-
-def load_models(
-    weights_dir: Path,
-    device: str,
-    *,
-    step: float | Mapping[str, float] | None = None,
-    precision: str = "auto",
-) -> CascadeModels:
-    """Load every stage model once (they stay in memory for the whole batch)."""
-    from c2fseg.infer.stage_model import StageModel
-
-    def load(stage_dir: Path):
-        stage = stage_dir.name.split("_")[0]
-        try:
-            model = StageModel.load(
-                stage_dir, device, step=step_for(step, stage), precision=precision
-            )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise SetupError(f"cannot load the {stage_dir.name} model from {stage_dir}: {exc}") from exc
-        check_stage_folder(model.stage, stage_dir)
-        return model
-
-    return CascadeModels(
-        coarse=load(weights_dir / "coarse"),
-        organ=load(weights_dir / "organ"),
-        tumors=[load(d) for d in tumor_dirs(weights_dir)],
-    )
 
 
 # --------------------------------------------------------------------------- per case
@@ -326,7 +232,8 @@ def predict_folder(
         str(Path(input_dir).resolve()), str(out_dir), str(weights.resolve()),
         environment=environment_info(resolved),
         options=run_options(options, device_requested=device, step=step, precision=precision,
-                            overwrite=overwrite, tumor_models=len(state["models"].tumors)),
+                            overwrite=overwrite, tumor_models=len(state["models"].tumors),
+                            stages=settings_used(state["models"], options)),
     )
     todo = plan_cases(cases, out_dir, overwrite, report, records)
     run_cases(todo, state, report, report_file, progress)

@@ -4,21 +4,29 @@ Order of work (all arrays canonical ``(z, y, x)``):
 
 1. The CT goes to the models' device once.
 2. coarse: the coarse model labels the whole volume and returns the labels on its own model
-   grid (``coarse_output="model_grid"``: resampling 14 classes back to the full input grid would
+   grid (``coarse_grid="model"``: resampling 14 classes back to the full input grid would
    cost more than the network and add nothing, the coarse model cannot resolve anything finer).
-   :func:`c2fseg.infer.roi.compute_roi_from_grid` finds the box there and maps it to the input
-   grid conservatively (widened by one model voxel); the margins are in mm as before. With
-   ``coarse_output="input_grid"`` the labels come back on the input grid and
-   :func:`c2fseg.infer.roi.compute_roi` runs on them subsampled to about the coarse spacing.
-   No organ -> an all-background result with status "empty".
+   The coarse stage's ROI rule (``roi_rule``, :data:`ROI_RULES`) finds the box there:
+   :func:`c2fseg.infer.roi.compute_roi_from_grid` maps it to the input grid conservatively
+   (widened by one model voxel); the margins are in mm. With ``coarse_grid="input"`` the labels
+   come back on the input grid and :func:`c2fseg.infer.roi.compute_roi` runs on them
+   subsampled to about the coarse spacing. No organ -> an all-background result with status
+   "empty".
 3. organ and tumor models run on the ROI crop only, at the input spacing (each model resamples
    to its own spacing and normalises inside ``StageModel.predict``).
-4. postprocess: the organ map's single-component organs keep their largest component (and
+4. postprocess: the organ map's ``keep_largest`` labels keep their largest component (and
    optionally get their holes filled) BEFORE the tumor is merged, so a tumor that cuts an organ
    in two does not make a genuine organ part look like a stray fragment.
-5. merge: tumor (14) overrides organ labels (rules in :mod:`c2fseg.infer.merge`).
+5. merge: tumor (14) overrides organ labels (rules in :mod:`c2fseg.infer.merge`); several
+   tumor models combine by the tumor stage's ``tumor_combination`` rule (:data:`TUMOR_RULES`).
 6. The ROI result is pasted into a full-size uint8 volume; writing is the caller's job
    (``c2fseg.io.write_labels`` with the input's geometry).
+
+Settings: the ROI margin, liver-gap rule, tumor threshold and largest-component labels are the
+stages' own inference settings (each model's ``inference``, from its stage folder; a model
+without one, such as a test double, gets the packaged defaults of its stage). A
+:class:`CascadeOptions` field left at None uses them; a value overrides them for this run.
+:func:`settings_used` says, per stage, what a run used.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,31 +44,39 @@ from c2fseg.infer.merge import merge_labels, tumor_mask_from_models
 from c2fseg.infer.postprocess import fill_holes, keep_largest_components, paste_roi
 from c2fseg.infer.roi import RoiBox, as_triple, compute_roi, compute_roi_from_grid
 from c2fseg.io import Volume
-from c2fseg.labels import LABELS, MAX_LABEL, TUMOR
+from c2fseg.labels import LABELS, MAX_LABEL, SINGLE_COMPONENT_ORGANS, TUMOR
+from c2fseg.settings import inference_defaults
 
 STATUS_OK, STATUS_EMPTY = "ok", "empty"
-COARSE_OUTPUTS = ("model_grid", "input_grid")
+#: Where the coarse labels for the ROI live (``StageModel.predict(grid=...)``).
+COARSE_GRIDS = ("model", "input")
 
 
 @dataclass
 class CascadeOptions:
-    """Everything that changes a cascade result (recorded in the run report)."""
+    """Everything that changes a cascade result (recorded in the run report).
 
-    margin_mm: tuple[float, float, float] = (20.0, 20.0, 20.0)
-    max_liver_gap_mm: float = 100.0
+    ``margin_mm``, ``max_liver_gap_mm`` and ``tumor_threshold`` override the coarse and tumor
+    stages' settings when set (None: the stages' own); ``keep_largest=False`` skips the organ
+    stage's largest-component post-processing.
+    """
+
+    margin_mm: tuple[float, float, float] | None = None
+    max_liver_gap_mm: float | None = None
     roi_at_coarse_spacing: bool = True
-    tumor_threshold: float = 0.5
+    tumor_threshold: float | None = None
     tumor_must_touch_organ: bool = False
     min_tumor_ml: float = 0.0
     keep_largest: bool = True
     fill_holes: bool = False
     chunk_z: int | None = None
-    coarse_output: str = "model_grid"  # where the coarse labels for the ROI live (module docstring)
+    coarse_grid: str = "model"
 
     def __post_init__(self) -> None:
-        self.margin_mm = as_triple(self.margin_mm)
-        if self.coarse_output not in COARSE_OUTPUTS:
-            raise ValueError(f"coarse_output must be one of {', '.join(COARSE_OUTPUTS)}, got {self.coarse_output!r}")
+        if self.margin_mm is not None:
+            self.margin_mm = as_triple(self.margin_mm)
+        if self.coarse_grid not in COARSE_GRIDS:
+            raise ValueError(f"coarse_grid must be one of {', '.join(COARSE_GRIDS)}, got {self.coarse_grid!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +84,8 @@ class CascadeOptions:
 
 @dataclass
 class CascadeModels:
-    """The loaded stage models (objects following the ``StageModel`` interface)."""
+    """The loaded stage models: objects with ``StageModel``'s ``stage``, ``spacing``, ``device``
+    and ``predict``; ``inference`` (the stage's settings) and ``settings_used`` are optional."""
 
     coarse: object
     organ: object
@@ -120,31 +138,54 @@ def to_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def coarse_output(models: CascadeModels, options: CascadeOptions) -> str:
-    """The grid to ask the coarse model for (the model grid by default: the ROI needs no more)."""
-    return options.coarse_output
+def stage_inference(model) -> dict:
+    """A model's inference settings; the packaged defaults of its stage if it has none."""
+    settings = getattr(model, "inference", None)
+    return dict(settings) if settings is not None else inference_defaults(model.stage)
+
+
+def roi_settings(models: CascadeModels, options: CascadeOptions) -> dict:
+    """The ROI rule, margin and liver gap this run uses (options override the coarse stage)."""
+    coarse = stage_inference(models.coarse)
+    margin = options.margin_mm if options.margin_mm is not None else coarse["roi_margin_mm"]
+    gap = options.max_liver_gap_mm if options.max_liver_gap_mm is not None else coarse["max_liver_gap_mm"]
+    return {"roi_rule": coarse["roi_rule"], "roi_margin_mm": [float(m) for m in as_triple(margin)],
+            "max_liver_gap_mm": float(gap)}
+
+
+def tumor_settings(models: CascadeModels, options: CascadeOptions) -> dict:
+    """How the tumor models combine (the first tumor model's settings; load checks they agree)."""
+    tumor = stage_inference(models.tumors[0]) if models.tumors else inference_defaults("tumor")
+    threshold = options.tumor_threshold if options.tumor_threshold is not None else tumor["tumor_threshold"]
+    return {"tumor_combination": tumor["tumor_combination"], "tumor_threshold": float(threshold)}
+
+
+def organ_keep_largest(models: CascadeModels, options: CascadeOptions) -> list[int]:
+    """Labels of the organ map that keep only their largest component ([] when switched off)."""
+    return list(stage_inference(models.organ)["keep_largest"]) if options.keep_largest else []
+
+
+def roi_c2fseg(coarse_pred, spacing, shape, models: CascadeModels, options: CascadeOptions,
+               rule: dict) -> RoiBox | None:
+    """c2fseg's ROI rule (:mod:`c2fseg.infer.roi`) on whichever grid the coarse labels came back."""
+    labels = to_numpy(coarse_pred.labels)
+    if getattr(coarse_pred, "grid", "input") == "model":
+        return compute_roi_from_grid(labels, coarse_pred.grid_spacing, shape, spacing,
+                                     margin_mm=rule["roi_margin_mm"],
+                                     max_liver_gap_mm=rule["max_liver_gap_mm"])
+    work = tuple(models.coarse.spacing) if options.roi_at_coarse_spacing else None
+    return compute_roi(labels, spacing, margin_mm=rule["roi_margin_mm"],
+                       max_liver_gap_mm=rule["max_liver_gap_mm"], work_spacing_mm=work)
+
+
+#: The coarse stage's ``roi_rule`` -> the function that finds the ROI box.
+ROI_RULES = {"c2fseg": roi_c2fseg}
 
 
 def find_roi(coarse_pred, spacing, shape, models: CascadeModels, options: CascadeOptions):
-    """The ROI box (input voxels) from the coarse prediction, on whichever grid it came back."""
-    labels = to_numpy(coarse_pred.labels)
-    if getattr(coarse_pred, "grid", "input") == "model":
-        return compute_roi_from_grid(
-            labels,
-            coarse_pred.grid_spacing,
-            shape,
-            spacing,
-            margin_mm=options.margin_mm,
-            max_liver_gap_mm=options.max_liver_gap_mm,
-        )
-    work = tuple(models.coarse.spacing) if options.roi_at_coarse_spacing else None
-    return compute_roi(
-        labels,
-        spacing,
-        margin_mm=options.margin_mm,
-        max_liver_gap_mm=options.max_liver_gap_mm,
-        work_spacing_mm=work,
-    )
+    """The ROI box (input voxels) from the coarse prediction, by the coarse stage's ROI rule."""
+    rule = roi_settings(models, options)
+    return ROI_RULES[rule["roi_rule"]](coarse_pred, spacing, shape, models, options, rule)
 
 
 def run_stage(model, ct: torch.Tensor, spacing, options: CascadeOptions, notes: list[str], **kw):
@@ -155,25 +196,54 @@ def run_stage(model, ct: torch.Tensor, spacing, options: CascadeOptions, notes: 
     return pred
 
 
-def predict_tumor(crop: torch.Tensor, spacing, models: CascadeModels, options: CascadeOptions,
-                  notes: list[str]):
-    """Tumor mask (numpy bool) of the ROI from one or several tumor models."""
+def tumor_mean_probability(crop: torch.Tensor, spacing, models: CascadeModels, options: CascadeOptions,
+                           notes: list[str], rule: dict):
+    """One tumor model: its tumor label; several: mean tumor probability >= threshold."""
     several = len(models.tumors) > 1
     labels, probs = [], []
     for model in models.tumors:
         pred = run_stage(model, crop, spacing, options, notes, prob_label=TUMOR if several else None)
         labels.append(pred.labels)
         probs.append(pred.prob)
-    return to_numpy(tumor_mask_from_models(labels, probs, options.tumor_threshold)).astype(bool)
+    return tumor_mask_from_models(labels, probs, rule["tumor_threshold"])
 
 
-def clean_organs(organ: np.ndarray, options: CascadeOptions) -> np.ndarray:
+#: The tumor stage's ``tumor_combination`` -> the function that makes the tumor mask.
+TUMOR_RULES = {"mean_probability": tumor_mean_probability}
+
+
+def predict_tumor(crop: torch.Tensor, spacing, models: CascadeModels, options: CascadeOptions,
+                  notes: list[str]):
+    """Tumor mask (numpy bool) of the ROI from one or several tumor models."""
+    rule = tumor_settings(models, options)
+    mask = TUMOR_RULES[rule["tumor_combination"]](crop, spacing, models, options, notes, rule)
+    return to_numpy(mask).astype(bool)
+
+
+def clean_organs(organ: np.ndarray, models: CascadeModels, options: CascadeOptions) -> np.ndarray:
     """Largest-component and hole-filling post-processing of the organ map, as configured."""
-    if options.keep_largest:
-        organ = keep_largest_components(organ)
+    keep = organ_keep_largest(models, options)
+    if keep:
+        organ = keep_largest_components(organ, keep)
     if options.fill_holes:
-        organ = fill_holes(organ)
+        organ = fill_holes(organ, SINGLE_COMPONENT_ORGANS)
     return organ
+
+
+def settings_used(models: CascadeModels, options: CascadeOptions) -> dict:
+    """Per stage, the settings a run uses: each model's own plus the cascade rules it feeds."""
+    def one(model) -> dict:
+        used = model.settings_used() if hasattr(model, "settings_used") else {"inference": stage_inference(model)}
+        return {"stage": model.stage, **used}
+
+    out = {"coarse": {**one(models.coarse), "cascade": roi_settings(models, options)},
+           "organ": {**one(models.organ), "cascade": {"keep_largest": organ_keep_largest(models, options),
+                                                      "fill_holes": options.fill_holes}}}
+    for i, model in enumerate(models.tumors):
+        source = getattr(model, "source", "")
+        name = Path(source).name if source else ("tumor" if i == 0 else f"tumor_{i + 1}")
+        out[name] = {**one(model), "cascade": tumor_settings(models, options)}
+    return out
 
 
 def segment_volume(
@@ -185,7 +255,7 @@ def segment_volume(
     timer, notes = StageTimer(models.device), []
     with timer("coarse"):
         ct = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32)).to(models.device)
-        coarse = run_stage(models.coarse, ct, spacing, options, notes, output=coarse_output(models, options))
+        coarse = run_stage(models.coarse, ct, spacing, options, notes, grid=options.coarse_grid)
     with timer("roi"):
         box = find_roi(coarse, spacing, volume.shape, models, options)
     del coarse
@@ -199,7 +269,7 @@ def segment_volume(
     with timer("tumor"):
         tumor = predict_tumor(crop, spacing, models, options, notes) if models.tumors else None
     with timer("postprocess"):
-        organ = clean_organs(organ.astype(np.uint8, copy=False), options)
+        organ = clean_organs(organ.astype(np.uint8, copy=False), models, options)
     with timer("merge"):
         if tumor is None:
             tumor = np.zeros(organ.shape, dtype=bool)

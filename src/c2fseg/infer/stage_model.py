@@ -1,14 +1,16 @@
-"""One loaded cascade stage (network + plans settings) that segments a canonical CT volume.
+"""One stage model on a device, segmenting canonical CT volumes: ``StageModel.predict``.
 
-Load once, call :meth:`StageModel.predict` per volume. Everything heavy stays on the model's
-device: normalisation, trilinear resampling to the stage spacing, batched sliding-window inference
-with fp16 (CUDA) or bf16 (CPUs with native bf16) autocast, and chunked resampling of the logits back
-to the input grid with the argmax taken per chunk (by default all classes are interpolated only
-near label boundaries, see :func:`c2fseg.infer.resample.logits_to_labels`). ``predict(...,
-output="model_grid")`` skips that step and returns the labels on the model grid (what the
-cascade's ROI needs). Spacing, patch size and CT statistics come from
-the stage's plans; the plans' ``transpose_forward`` is applied only around the network call, so
-callers always work in canonical (z, y, x) order.
+Getting the network is :mod:`c2fseg.infer.stage_loader`'s job (a stage folder, plans, later
+imported checkpoints); a :class:`StageModel` runs whatever a loader returns, with the stage's
+inference settings (step, tile weighting, mirroring, probability floor; from the stage folder,
+overridable). Everything heavy stays on the model's device: normalisation, trilinear resampling
+to the stage spacing, batched sliding-window inference with fp16 (CUDA) or bf16 (CPUs with
+native bf16) autocast, and chunked resampling of the logits back to the input grid with the
+argmax taken per chunk (by default all classes are interpolated only near label boundaries, see
+:func:`c2fseg.infer.resample.logits_to_labels`). ``predict(..., grid="model")`` skips that step
+and returns the labels on the model grid (what the cascade's ROI needs). The plans'
+``transpose_forward`` is applied only around the network call, so callers always work in
+canonical (z, y, x) order.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ import copy
 import itertools
 import logging
 import os
-import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from c2fseg.device import resolve_device  # the one resolver; importable from here too
+from c2fseg.device import resolve_device
+from c2fseg.infer import stage_loader
 from c2fseg.infer.normalize import CTNormalizer
+from c2fseg.infer.precision import AUTOCAST, prepare_device, resolve_precision
 from c2fseg.infer.resample import (
     RESAMPLE_MODES,
     chunk_rows,
@@ -38,29 +41,32 @@ from c2fseg.infer.resample import (
     resample_image,
 )
 from c2fseg.infer.sliding import count_tiles, sliding_window
-from c2fseg.labels import check_stage
-from c2fseg.weights import (
-    DATASET_NAME,
-    DEFAULT_INFERENCE,
-    PLANS_NAME,
-    WeightsError,
-    check_input_orientation,
-    load_manifest,
-    resolve_configuration,
-    stage_settings,
-)
+from c2fseg.infer.stage_loader import LoadedStage, StageSpec
+from c2fseg.settings import resolve_inference
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-OUTPUTS = ("input_grid", "model_grid")
-_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+#: Where ``predict`` returns its labels: the input's grid, or the stage's own model grid.
+GRIDS = ("input", "model")
 #: Memory for one chunk of full-resolution float work (logits back to the input grid).
 _CHUNK_BUDGET = {"cuda": 1 << 30, "cpu": 256 << 20}
+#: Messages of allocation failures that arrive as a plain RuntimeError (cuDNN, cuBLAS, kernels).
+OOM_MARKERS = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
 
 
 class NonFiniteOutputError(RuntimeError):
     """The network produced NaN/inf logits even in fp32 (damaged weights or input)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for device memory exhaustion: ``torch.cuda.OutOfMemoryError`` or a RuntimeError
+    whose message says an allocation failed (cuDNN and cuBLAS report it that way)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    if not isinstance(exc, RuntimeError) or isinstance(exc, NonFiniteOutputError):
+        return False
+    text = str(exc).lower()
+    return any(marker in text for marker in OOM_MARKERS)
 
 
 @dataclass
@@ -77,7 +83,7 @@ class StagePrediction:
     prob: torch.Tensor | None  # float16 softmax of the requested label, or None
     timings: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # device, precision, tiles, grid, fallbacks
-    grid: str = "input"  # "input" | "model"
+    grid: str = "input"  # one of GRIDS
     grid_spacing: tuple[float, float, float] | None = None  # mm per voxel of ``labels`` (z, y, x)
     input_shape: tuple[int, int, int] | None = None  # shape of the input volume
 
@@ -96,157 +102,75 @@ class StagePrediction:
         return grid_box_to_input(start, stop, tuple(self.labels.shape), self.input_shape, expand)
 
 
-# ---------------------------------------------------------------------------------------------
-# Devices, precision, network
-# ---------------------------------------------------------------------------------------------
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matmul (AVX512-BF16/AMX), where bf16 autocast is ~2-3x faster."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Concrete precision ('fp32', 'fp16', 'bf16') for a request on a device."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 autocast is for CUDA; on CPU use bf16, fp32 or auto")
-    return precision
-
-
-def _cap_cpu_threads() -> None:
-    """Never run more torch threads than CPUs this process may use (containers, taskset)."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        available = os.cpu_count() or 1
-    if torch.get_num_threads() > available:
-        torch.set_num_threads(max(1, available))
-
-
-def extract_state_dict(checkpoint: dict) -> dict:
-    """Network weights from an nnU-Net checkpoint dict or a bare state dict, prefixes stripped."""
-    state = checkpoint.get("network_weights", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError("checkpoint holds neither 'network_weights' nor a plain state dict")
-    clean = {}
-    for key, value in state.items():
-        for prefix in ("_orig_mod.", "module."):
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        clean[key] = value
-    return clean
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """torch.load a checkpoint on CPU; safe tensor-only loading first, full unpickling if needed."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # nnU-Net checkpoints also pickle logs/numpy scalars; the manifest hash vouches for the file.
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def build_network(
-    plans: dict, configuration: str, num_classes: int, state_dict: dict | None = None
-) -> torch.nn.Module:
-    """The stage's network built by nnU-Net's helper from the plans (no deep supervision), eval mode."""
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
-    arch = resolve_configuration(plans, configuration).get("architecture")
-    if not arch:
-        raise WeightsError(
-            f"configuration {configuration!r} has no 'architecture' entry (plans from nnU-Net < 2.4?); "
-            "re-plan the stage with nnunetv2==2.6.0"
-        )
-    network = get_network_from_plans(
-        arch["network_class_name"],
-        arch["arch_kwargs"],
-        arch["_kw_requires_import"],
-        1,
-        num_classes,
-        allow_init=True,
-        deep_supervision=False,
-    )
-    if state_dict is not None:
-        try:
-            network.load_state_dict(extract_state_dict(state_dict), strict=True)
-        except RuntimeError as exc:
-            raise WeightsError(f"checkpoint does not fit the network in the plans: {exc}") from None
-    return network.eval()
-
-
-# ---------------------------------------------------------------------------------------------
-# The stage model
-# ---------------------------------------------------------------------------------------------
-
-
 class StageModel:
-    """A stage network with its plans settings, ready to segment canonical CT volumes."""
+    """A stage network on a device with its spec and inference settings; see :meth:`predict`.
+
+    Build one from a loader's result (:meth:`from_loaded`), a stage folder (:meth:`load`) or
+    plans (:meth:`from_plans`); or directly from a network and a :class:`StageSpec`.
+    ``inference`` is the stage's inference settings over its defaults (the loaders pass the
+    stage folder's); ``step``, ``weighting``, ``mirror`` and ``min_prob`` are read from it.
+    """
 
     def __init__(
         self,
         network: torch.nn.Module,
+        spec: StageSpec,
         *,
-        stage: str,
-        spacing: Sequence[float],
-        patch_size: Sequence[int],
-        normalizer: CTNormalizer,
-        channel_labels: Sequence[int],
-        transpose_forward: Sequence[int] = (0, 1, 2),
+        inference: Mapping[str, Any] | None = None,
         device: str | torch.device = "auto",
-        step: float = 0.5,
         precision: str = "auto",
-        weighting: str = "uniform",
-        mirror: bool = False,
-        min_prob: float = 0.0,
         tile_batch: int | None = None,
-        manifest: dict | None = None,
         resample_mode: str = "boundary",
+        manifest: dict | None = None,
+        source: str = "",
     ) -> None:
-        self.stage = check_stage(stage)
-        self.spacing = tuple(float(s) for s in spacing)
-        self.patch_size = tuple(int(p) for p in patch_size)
-        self.transpose_forward = tuple(int(a) for a in transpose_forward)
-        if sorted(self.transpose_forward) != [0, 1, 2]:
-            raise ValueError(f"transpose_forward {transpose_forward} is not a permutation of (0, 1, 2)")
+        self.spec = spec
+        self.stage = spec.stage
+        self.spacing = spec.spacing
+        self.patch_size = spec.patch_size
+        self.transpose_forward = spec.transpose_forward
         self.transpose_backward = tuple(int(a) for a in np.argsort(self.transpose_forward))
-        self.normalizer = normalizer
-        self.channel_labels = tuple(int(c) for c in channel_labels)
+        self.normalizer: CTNormalizer = spec.normalizer
+        self.channel_labels = spec.channel_labels
+        self.inference = resolve_inference(self.stage, inference)
         self.device = resolve_device(device)
         self.precision_request = precision
         self.precision = resolve_precision(precision, self.device)
-        if not 0 < step <= 1:
-            raise ValueError(f"step must be in (0, 1], got {step}")
-        self.step = float(step)
-        if weighting not in ("uniform", "gaussian"):
-            raise ValueError(f"tile weighting must be 'uniform' or 'gaussian', got {weighting!r}")
-        if not 0.0 <= min_prob < 1.0:
-            raise ValueError(f"min_prob must be in [0, 1), got {min_prob}")
-        self.weighting = weighting
-        self.mirror = bool(mirror)
-        self.min_prob = float(min_prob)
         if resample_mode not in RESAMPLE_MODES:
             raise ValueError(f"resample_mode must be one of {', '.join(RESAMPLE_MODES)}, got {resample_mode!r}")
         self.resample_mode = resample_mode
         self.tile_batch = int(tile_batch or (2 if self.device.type == "cuda" else 1))
         self.manifest = manifest
-        if self.device.type == "cpu":
-            _cap_cpu_threads()
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed patch size: pick the fastest kernels once
+        self.source = source
+        prepare_device(self.device)
         self.network = network.to(self.device).eval()
         self._cpu_network: torch.nn.Module | None = None
 
     # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedStage,
+        device: str | torch.device = "auto",
+        *,
+        precision: str = "auto",
+        tile_batch: int | None = None,
+        resample_mode: str = "boundary",
+        **overrides: Any,
+    ) -> StageModel:
+        """Place a loader's result on ``device``; ``overrides`` (inference settings, None = keep)."""
+        return cls(
+            loaded.network,
+            loaded.spec,
+            inference=stage_loader.with_overrides(loaded, overrides),
+            device=device,
+            precision=precision,
+            tile_batch=tile_batch,
+            resample_mode=resample_mode,
+            manifest=loaded.manifest,
+            source=loaded.source,
+        )
 
     @classmethod
     def from_plans(
@@ -257,29 +181,14 @@ class StageModel:
         stage: str,
         state_dict: dict | None = None,
         device: str | torch.device = "auto",
-        *,
-        step: float = 0.5,
-        precision: str = "auto",
-        **options,
+        **options: Any,
     ) -> StageModel:
-        """Build from plans + dataset.json; ``state_dict`` (or an nnU-Net checkpoint dict) or random."""
-        settings = stage_settings(plans, dataset_json, configuration)
-        if len(dataset_json.get("channel_names", {"0": "CT"})) != 1:
-            raise WeightsError("c2fseg stages take exactly one input channel (CT); dataset.json lists more")
-        network = build_network(plans, configuration, len(settings["channel_labels"]), state_dict)
-        return cls(
-            network,
-            stage=stage,
-            spacing=settings["spacing"],
-            patch_size=settings["patch_size"],
-            normalizer=CTNormalizer.from_stats(settings["normalization"]),
-            channel_labels=settings["channel_labels"],
-            transpose_forward=settings["transpose_forward"],
-            device=device,
-            step=step,
-            precision=precision,
-            **options,
-        )
+        """Build from plans + dataset.json; ``state_dict`` (or an nnU-Net checkpoint dict) or random.
+
+        ``options``: ``precision``, ``tile_batch``, ``resample_mode`` and inference settings.
+        """
+        loaded = stage_loader.from_plans(plans, dataset_json, configuration, stage, state_dict)
+        return cls.from_loaded(loaded, device, **options)
 
     @classmethod
     def load(
@@ -287,46 +196,38 @@ class StageModel:
         stage_dir: str | os.PathLike,
         device: str | torch.device = "auto",
         *,
-        step: float | None = None,
-        precision: str = "auto",
         verify: bool = True,
-        **options,
+        **options: Any,
     ) -> StageModel:
-        """Load ``weights/<stage>/`` (hashes verified); inference defaults come from the manifest.
+        """Load ``weights/<stage>/`` (:func:`c2fseg.infer.stage_loader.from_stage_folder`).
 
-        Refuses (WeightsError) a manifest that does not record ``"input_orientation":
-        "canonical-LPS"``: the orientation the images it was trained on had, and the one fed here.
+        Inference settings come from the manifest; ``options`` may override them (``step=0.5``;
+        None keeps the manifest's) and set ``precision``, ``tile_batch``, ``resample_mode``.
         """
-        import json
+        return cls.from_loaded(stage_loader.from_stage_folder(stage_dir, verify=verify), device, **options)
 
-        manifest = load_manifest(stage_dir, verify=verify)
-        check_input_orientation(manifest)  # we feed canonical arrays; refuse stages not trained so
-        folder = Path(manifest["stage_dir"])
-        plans = json.loads((folder / PLANS_NAME).read_text(encoding="utf-8"))
-        dataset_json = json.loads((folder / DATASET_NAME).read_text(encoding="utf-8"))
-        settings = stage_settings(plans, dataset_json, manifest["configuration"])
-        if list(settings["channel_labels"]) != list(manifest["channel_labels"]):
-            raise WeightsError(
-                f"{folder}: manifest channel_labels {manifest['channel_labels']} disagree with "
-                f"dataset.json ({settings['channel_labels']}); re-export the stage"
-            )
-        inference = {**DEFAULT_INFERENCE[check_stage(manifest["stage"])], **manifest.get("inference", {})}
-        for key in ("weighting", "mirror", "min_prob"):
-            options.setdefault(key, inference[key])
-        checkpoint = load_checkpoint(folder / manifest["checkpoint"])
-        model = cls.from_plans(
-            plans,
-            dataset_json,
-            manifest["configuration"],
-            manifest["stage"],
-            state_dict=checkpoint,
-            device=device,
-            step=inference["step"] if step is None else step,
-            precision=precision,
-            manifest=manifest,
-            **options,
-        )
-        return model
+    # -- settings -------------------------------------------------------------------------------
+
+    @property
+    def step(self) -> float:
+        return float(self.inference["step"])
+
+    @property
+    def weighting(self) -> str:
+        return str(self.inference["weighting"])
+
+    @property
+    def mirror(self) -> bool:
+        return bool(self.inference["mirror"])
+
+    @property
+    def min_prob(self) -> float:
+        return float(self.inference["min_prob"])
+
+    def settings_used(self) -> dict:
+        """What this model runs with (for run reports): source, spec, inference, device, precision."""
+        return {"source": self.source, **self.spec.describe(), "inference": dict(self.inference),
+                "device": str(self.device), "precision": self.precision}
 
     # -- geometry helpers -----------------------------------------------------------------------
 
@@ -339,7 +240,7 @@ class StageModel:
         """Patch size in the network's (transposed) axis order."""
         return tuple(self.patch_size[a] for a in self.transpose_forward)  # type: ignore[return-value]
 
-    def model_grid(self, shape: Sequence[int], spacing_zyx: Sequence[float]) -> tuple[int, ...]:
+    def model_grid_shape(self, shape: Sequence[int], spacing_zyx: Sequence[float]) -> tuple[int, ...]:
         """Canonical shape of a volume resampled to this stage's spacing."""
         return grid_shape(shape, spacing_zyx, self.spacing)
 
@@ -352,20 +253,22 @@ class StageModel:
         *,
         prob_label: int | None = None,
         chunk_z: int | None = None,
-        output: str = "input_grid",
+        grid: str = "input",
     ) -> StagePrediction:
         """Segment a canonical HU volume [Z, Y, X] with voxel size ``spacing_zyx`` (mm).
 
-        ``output="input_grid"`` returns labels (and ``prob``) on the input's grid;
-        ``output="model_grid"`` returns them on the model grid (no resampling back: the coarse
-        stage's ROI needs no more), with ``grid_spacing``/``input_shape`` set for mapping boxes.
-        ``min_prob`` (zeroing probabilities below it before the argmax) is applied either way;
-        with it the resampling back always interpolates all classes (``resample_mode`` "full").
+        ``grid="input"`` returns labels (and ``prob``) on the input's grid; ``grid="model"``
+        returns them on the model grid (no resampling back: the coarse stage's ROI needs no
+        more), with ``grid_spacing``/``input_shape`` set for mapping boxes. ``min_prob`` (zeroing
+        probabilities below it before the argmax) is applied either way; with it the resampling
+        back always interpolates all classes (``resample_mode`` "full").
 
-        On CUDA out-of-memory (only that error) it retries on the same device with one tile per
-        batch, smaller resampling chunks and the full-volume logits accumulated in host memory,
-        then entirely on the CPU in fp32 (a CPU copy of the network made from host copies of the
-        weights); the labels still come back on ``self.device``.
+        When the device runs out of memory (:func:`is_out_of_memory`: CUDA's error, or cuDNN /
+        cuBLAS allocation failures) it retries on the same device with one tile per batch,
+        smaller resampling chunks and the full-volume logits accumulated in host memory, then
+        entirely on the CPU in fp32 (a CPU copy of the network made from host copies of the
+        weights); the labels still come back on ``self.device``. Each retry starts after the
+        failed attempt's tensors were released. Other errors are raised as they are.
         """
         ct_t = torch.from_numpy(np.ascontiguousarray(ct)) if isinstance(ct, np.ndarray) else ct
         if ct_t.dim() != 3 or min(ct_t.shape) < 1:
@@ -373,8 +276,8 @@ class StageModel:
         spacing = tuple(float(s) for s in spacing_zyx)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise ValueError(f"spacing must be three positive numbers (z, y, x) in mm, got {spacing_zyx}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        if grid not in GRIDS:
+            raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
         prob_channel = None
         if prob_label is not None:
             if prob_label not in self.channel_labels:
@@ -382,24 +285,35 @@ class StageModel:
             prob_channel = self.channel_labels.index(prob_label)
         fallbacks: list[str] = []
         for device, tile_batch, shrink, acc_device in self._attempts():
-            oom = False
-            try:
-                pred = self._predict_once(ct_t, spacing, prob_channel, chunk_z, device, tile_batch, shrink,
-                                          acc_device, output)
-            except torch.cuda.OutOfMemoryError:
-                oom = True
-            if not oom:
+            pred, failure = self._attempt(ct_t, spacing, prob_channel, chunk_z, device, tile_batch, shrink,
+                                          acc_device, grid)
+            if pred is not None:
                 pred.info["fallbacks"] = fallbacks
                 if pred.labels.device != self.device:
                     pred.labels = pred.labels.to(self.device)
                     pred.prob = None if pred.prob is None else pred.prob.to(self.device)
                 return pred
+            # the failed attempt's exception (and the tensors its traceback held) is gone here
             fallbacks.append(f"out of memory on {device} (tile batch {tile_batch}, chunk /{shrink}, "
-                             f"logits on {acc_device or device})")
+                             f"logits on {acc_device or device}: {failure})")
             log.warning("%s stage: %s; retrying with less memory", self.stage, fallbacks[-1])
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         raise torch.cuda.OutOfMemoryError(f"{self.stage} stage ran out of memory even on the CPU: {fallbacks}")
+
+    def _attempt(self, *args: Any) -> tuple[StagePrediction | None, str]:
+        """:meth:`_predict_once`, or (None, first line of the error) when memory ran out.
+
+        The exception is caught and dropped inside this frame, so by the time the caller retries
+        nothing refers to its traceback and the tensors of the failed attempt can be freed.
+        """
+        try:
+            return self._predict_once(*args), ""
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return None, failure
 
     def _attempts(self) -> list[tuple[torch.device, int, int, torch.device | None]]:
         """(device, tile batch, chunk divisor, logits device) to try in turn when memory runs out.
@@ -445,12 +359,12 @@ class StageModel:
         tile_batch: int,
         shrink: int,
         acc_device: torch.device | None = None,
-        output: str = "input_grid",
+        out_grid: str = "input",
     ) -> StagePrediction:
         times: dict[str, float] = {}
         t0 = t = time.perf_counter()
         shape = tuple(int(s) for s in ct.shape)
-        grid = self.model_grid(shape, spacing)
+        grid = self.model_grid_shape(shape, spacing)
         budget = _CHUNK_BUDGET["cuda" if device.type == "cuda" else "cpu"] // (4 * shrink)
         precision = self._precision_on(device)
         with torch.inference_mode():
@@ -466,7 +380,7 @@ class StageModel:
         with torch.no_grad():
             logits = logits.permute(0, *(1 + a for a in self.transpose_backward))  # canonical order
             lut = torch.tensor(self.channel_labels, dtype=torch.uint8)
-            if output == "model_grid":
+            if out_grid == "model":
                 labels, prob = model_grid_labels(
                     logits, lut, chunk_z=self._chunk_z(chunk_z, grid[1] * grid[2], logits.device, shrink),
                     min_prob=self.min_prob, prob_channel=prob_channel,
@@ -482,17 +396,16 @@ class StageModel:
         info = {
             "device": str(device),
             "precision": used_precision,
-            "model_grid": list(grid),
+            "model_grid_shape": list(grid),
             "tiles": count_tiles(tuple(grid[a] for a in self.transpose_forward), self.patch_size_model, self.step),
             "step": self.step,
-            "output": output,
+            "grid": out_grid,
             "resample_mode": "full" if self.min_prob > 0 else self.resample_mode,
         }
-        on_model = output == "model_grid"
+        on_model = out_grid == "model"
         grid_spacing = tuple(n * s / m for n, s, m in zip(shape, spacing, grid, strict=True)) if on_model else spacing
-        return StagePrediction(labels=labels, prob=prob, timings=times, info=info,
-                               grid="model" if on_model else "input", grid_spacing=grid_spacing,
-                               input_shape=shape)
+        return StagePrediction(labels=labels, prob=prob, timings=times, info=info, grid=out_grid,
+                               grid_spacing=grid_spacing, input_shape=shape)
 
     def _logits(
         self, image: torch.Tensor, device: torch.device, tile_batch: int, precision: str,
@@ -519,7 +432,7 @@ class StageModel:
         acc_device: torch.device | None = None,
     ) -> torch.Tensor:
         """Sliding-window logits in model axis order; fp16 accumulation only for fp16 + uniform."""
-        cast = _AUTOCAST.get(precision)
+        cast = AUTOCAST.get(precision)
 
         def net_fn(batch: torch.Tensor) -> torch.Tensor:
             if cast is None:

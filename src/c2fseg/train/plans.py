@@ -1,7 +1,7 @@
 """Stage settings and the nnU-Net plans configuration each stage trains with.
 
-Settings come from ``stage_defaults.json`` (a named config, "default" or "tiny", then
-per-stage values, then user overrides). They are written into nnU-Net's plans JSON as an extra
+Settings come from the packaged ``stage_defaults.json`` (:mod:`c2fseg.settings`; a named config,
+"default" or "tiny", then per-stage values, then user overrides). They are written into nnU-Net's plans JSON as an extra
 configuration ``c2fseg_<stage>`` that inherits from the planned ``3d_fullres``: target spacing,
 patch size, network depth/width and batch size replace the planned ones, and the training
 schedule is stored under the configuration's ``c2fseg`` key, where our trainer reads it. So a
@@ -20,26 +20,18 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
-from importlib import resources
 
 import numpy as np
 
 from c2fseg.labels import check_stage
-from c2fseg.weights import resolve_configuration
+from c2fseg.plans import features_per_stage, resolve_configuration
+from c2fseg.settings import load_defaults
 
 PLANS_IDENTIFIER = "nnUNetPlans"
 BASE_CONFIGURATION = "3d_fullres"
 
 #: Settings that change the preprocessed data (a change means "preprocess again").
 PREPROCESSING_KEYS = ("spacing", "resampling")
-#: Settings that change the network or its inputs (a change means "cannot resume").
-ARCHITECTURE_KEYS = ("spacing", "patch", "n_stages", "features", "max_features", "batch_size")
-
-
-def load_defaults() -> dict:
-    """The packaged stage_defaults.json."""
-    text = resources.files("c2fseg.train").joinpath("stage_defaults.json").read_text(encoding="utf-8")
-    return json.loads(text)
 
 
 def configuration_name(stage: str) -> str:
@@ -137,8 +129,7 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
     conv_key = "n_conv_per_stage" if "n_conv_per_stage" in kw else "n_blocks_per_stage"
     kw.update({
         "n_stages": n,
-        "features_per_stage": [min(int(settings["features"]) * 2 ** i, int(settings["max_features"]))
-                               for i in range(n)],
+        "features_per_stage": features_per_stage(settings["features"], n, settings["max_features"]),
         "kernel_sizes": kernels,
         "strides": strides,
         conv_key: [2] * n,

@@ -32,6 +32,7 @@ from pathlib import Path
 from c2fseg.fileutil import sha256_file, write_json_atomic
 from c2fseg.labels import check_stage
 from c2fseg.train import plans as stage_plans
+from c2fseg.weights import CHECKPOINT_NAME
 
 #: Suffix of the folder that keeps the export a new one replaced: ``weights/<stage>.previous``.
 PREVIOUS_SUFFIX = ".previous"
@@ -114,7 +115,7 @@ def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: d
     from c2fseg.io.errors import FolderError
     from c2fseg.weights import WeightsError
 
-    ckpt = weights_dir / "coarse" / "checkpoint_final.pth"
+    ckpt = weights_dir / "coarse" / CHECKPOINT_NAME
     if not ckpt.is_file():
         raise TrainingInputError(
             f"{ckpt} is missing: train the coarse stage first (`c2fseg train coarse ...`) or pass "
@@ -233,7 +234,7 @@ def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cas
     base = run_dir.parent
     config = stage_plans.configuration_name(stage)
     weights_dir.mkdir(parents=True, exist_ok=True)
-    source = run_dir / "checkpoint_final.pth"
+    source = run_dir / CHECKPOINT_NAME
     source_sha = sha256_file(source)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stage}.new-", dir=weights_dir))
     try:
@@ -250,10 +251,10 @@ def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cas
             "inference_allowed_mirroring_axes": tuple(ckpt.get("inference_allowed_mirroring_axes") or ()),
             "current_epoch": int(ckpt.get("current_epoch", 0)),
         }
-        torch.save(slim, tmp / "checkpoint_final.pth")
+        torch.save(slim, tmp / CHECKPOINT_NAME)
         write_manifest(
             tmp, stage=stage, configuration=config, fold=fold, plans=plans, dataset_json=dataset_json,
-            checkpoint_path=tmp / "checkpoint_final.pth", training_cases=training_cases,
+            checkpoint_path=tmp / CHECKPOINT_NAME, training_cases=training_cases,
             trainer=slim["trainer_name"],
             extra={"epochs": slim["current_epoch"], "raw_dataset_hash": raw_hash,
                    "source_checkpoint_sha256": source_sha, "skipped_cases": dict(skipped or {}),

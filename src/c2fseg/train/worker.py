@@ -19,6 +19,7 @@ from pathlib import Path
 
 from c2fseg.fileutil import write_json_atomic
 from c2fseg.train import env as nnenv
+from c2fseg.weights import CHECKPOINT_NAME
 
 STAMP = "c2fseg_stamp.json"
 
@@ -175,7 +176,7 @@ def output_folder(job: dict) -> Path:
 
 
 def _checkpoint_to_resume(folder: Path) -> Path | None:
-    for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
+    for name in ("checkpoint_latest.pth", CHECKPOINT_NAME):
         if (folder / name).is_file():
             return folder / name
     return None
@@ -218,7 +219,7 @@ def train(job: dict, plans: dict, device, rank: int = 0) -> dict:
     start = 0
     if checkpoint is not None:
         done = int(ckpt_meta.get("current_epoch", 0))
-        if checkpoint.name == "checkpoint_final.pth" and done >= trainer.num_epochs:
+        if checkpoint.name == CHECKPOINT_NAME and done >= trainer.num_epochs:
             print(f"[c2fseg] {checkpoint} already has {done} epochs (>= {trainer.num_epochs}); "
                   "nothing to train", flush=True)
             return {"output_folder": str(folder), "start_epoch": done, "epochs": done, "trained": False}
