@@ -42,6 +42,29 @@ def small_arch(num_classes: int = 5, n_conv: int = 2) -> UNetArchitecture:
     return UNetArchitecture.uniform(SMALL_FEATURES, RELEASED_STRIDES, num_classes, n_conv=n_conv)
 
 
+def documented_keys() -> set[str]:
+    """The released networks' keys as hiasbuaa-inference.md documents them: context 0-4 x
+    blocks 0,1; bottleneck 5.{0,1}.blocks.0; tu 0-4; localization 0-4 x {0,1}.blocks.0;
+    seg_outputs 0-4; convs with bias, transposed convs and heads without."""
+
+    def conv(prefix: str) -> set[str]:
+        return {f"{prefix}.conv.weight", f"{prefix}.conv.bias", f"{prefix}.instnorm.weight",
+                f"{prefix}.instnorm.bias"}
+
+    keys: set[str] = set()
+    for i in range(5):
+        for j in (0, 1):
+            keys |= conv(f"conv_blocks_context.{i}.blocks.{j}")
+    for part in (0, 1):
+        keys |= conv(f"conv_blocks_context.5.{part}.blocks.0")
+    for u in range(5):
+        keys.add(f"tu.{u}.weight")
+        keys.add(f"seg_outputs.{u}.weight")
+        for part in (0, 1):
+            keys |= conv(f"conv_blocks_localization.{u}.{part}.blocks.0")
+    return keys
+
+
 def _import_v1():
     extra = os.environ.get("NNUNET_V1_PATH")
     if extra and extra not in sys.path:

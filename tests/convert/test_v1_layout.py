@@ -1,14 +1,20 @@
 """The nnU-Net v1 key layout and its renaming to PlainConvUNet; runs without nnU-Net v1 installed.
 
-The documented layout (../shared/reference/hiasbuaa-inference.md, "Key names") is spelled out
-here by hand, independently of ``c2fseg.convert.v1_keys``.
+The documented layout (``convert_support.documented_keys``) is spelled out by hand,
+independently of ``c2fseg.convert.v1_keys``.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from convert_support import RELEASED_FEATURES, random_v1_state, released_arch, small_arch
+from convert_support import (
+    RELEASED_FEATURES,
+    documented_keys,
+    random_v1_state,
+    released_arch,
+    small_arch,
+)
 
 from c2fseg.convert import (
     UNetArchitecture,
@@ -20,27 +26,6 @@ from c2fseg.convert import (
 )
 from c2fseg.convert.v1_keys import v2_name
 from c2fseg.infer.stage_model import build_network
-
-
-def documented_keys() -> set[str]:
-    """hiasbuaa-inference.md: context 0-4 x blocks 0,1; bottleneck 5.{0,1}.blocks.0; tu 0-4;
-    localization 0-4 x {0,1}.blocks.0; seg_outputs 0-4; convs with bias, heads/tu without."""
-    def conv(prefix: str) -> set[str]:
-        return {f"{prefix}.conv.weight", f"{prefix}.conv.bias", f"{prefix}.instnorm.weight",
-                f"{prefix}.instnorm.bias"}
-
-    keys: set[str] = set()
-    for i in range(5):
-        for j in (0, 1):
-            keys |= conv(f"conv_blocks_context.{i}.blocks.{j}")
-    for part in (0, 1):
-        keys |= conv(f"conv_blocks_context.5.{part}.blocks.0")
-    for u in range(5):
-        keys.add(f"tu.{u}.weight")
-        keys.add(f"seg_outputs.{u}.weight")
-        for part in (0, 1):
-            keys |= conv(f"conv_blocks_localization.{u}.{part}.blocks.0")
-    return keys
 
 
 @pytest.mark.parametrize("classes", [14, 15])
