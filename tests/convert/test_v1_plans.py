@@ -12,6 +12,7 @@ from convert_support import random_v1_state, v1_plans_info, write_pickle
 from c2fseg.convert import (
     ConversionError,
     V1Network,
+    detect_format,
     read_v1_model_folder,
     read_v1_plans,
     v1_layout,
@@ -125,6 +126,7 @@ def test_model_folder_becomes_v2_plans_and_weights(tmp_path):
     arch = read_v1_plans(write_pickle(info, tmp_path / "p.pkl")).architecture
     state = random_v1_state(v1_layout(V1Network(arch)), seed=5)
     folder, fold = _v1_folder(tmp_path, info, state)
+    assert detect_format(folder) == "nnU-Net v1"
     model = read_v1_model_folder(folder, fold=2)
     assert model.fold == "2" and model.source_format == "nnU-Net v1" and model.labels == (0, 1, 2)
     assert model.sources == (fold / "model_final_checkpoint.model", fold / "model_final_checkpoint.model.pkl")

@@ -56,7 +56,8 @@ def fit_state_dict(
 ) -> dict[str, torch.Tensor]:
     """A complete state dict for ``network`` from ``tensors`` (any alias of each entry).
 
-    ``bias_free`` names modules (by any alias) whose source had no bias: their missing bias is
+    Several names of one shared tensor may be given (nnU-Net v2 state dicts repeat them) if
+    they hold the same values. ``bias_free`` names modules (by any alias) whose source had no bias: their missing bias is
     zero. Raises :class:`ConversionError` naming ``source``, the ``expected`` network and the
     first few missing, unexpected and wrongly shaped keys.
     """
@@ -71,8 +72,9 @@ def fit_state_dict(
             unexpected.append(key)
         elif tuple(tensor.shape) != tuple(target[key].shape):
             wrong_shape.append((key, tuple(tensor.shape), tuple(target[key].shape)))
-        elif gid in filled:
-            unexpected.append(f"{key} (a second name for {groups[gid][0]})")
+        elif gid in filled:  # another name of a tensor already given: must be the same values
+            if not _same(out[key], tensor):
+                unexpected.append(f"{key} (differs from {groups[gid][0]}, the same tensor)")
         else:
             filled.add(gid)
             out.update({alias: tensor for alias in groups[gid]})
@@ -94,6 +96,10 @@ def fit_state_dict(
             f"{mismatch_report(missing, unexpected, wrong_shape)}" + (f"\n{fix}" if fix else "")
         )
     return {name: out[name] for name in target}
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or a.is_meta or b.is_meta or torch.equal(a, b)
 
 
 def _zero_bias_allowed(names: Sequence[str], bias_free: set[str]) -> bool:
