@@ -29,7 +29,7 @@ FIX = ("Fix: give the checkpoint trained with these plans (same results folder),
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise ConversionError(f"{path}: {what} not found; point at the nnU-Net results folder "
-                              "(…/DatasetXXX/<trainer>__<plans>__<configuration>)")
+                              "(.../DatasetXXX/<trainer>__<plans>__<configuration>)")
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
