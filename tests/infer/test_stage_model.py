@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -22,6 +20,7 @@ from c2fseg.infer.resample import grid_shape
 from c2fseg.infer.sliding import sliding_window
 from c2fseg.infer.stage_model import NonFiniteOutputError, StageModel, extract_state_dict
 from c2fseg.weights import WeightsError
+from real_data import CT, real_path
 
 SPACING = (2.0, 1.5, 1.5)  # the tiny plans' spacing: no resampling
 
@@ -378,10 +377,10 @@ def test_matches_nnunet_predictor_on_the_model_grid(fwd):
     assert (labels == ref).mean() > 0.995  # random-net near-ties differ by float summation order
 
 
-REAL_CT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "ts_example_ct.nii.gz"
+REAL_CT = real_path(CT)
 
 
-@pytest.mark.skipif(not REAL_CT.is_file(), reason="shared real CT not available")
+@pytest.mark.real_data(CT)
 def test_real_ct_through_the_pipeline():
     from c2fseg.io import read_image
 
