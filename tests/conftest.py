@@ -39,7 +39,7 @@ def _real_data_outcomes(stats: dict) -> dict[str, tuple[str, str]]:
                 continue
             if rep.skipped:
                 detail = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-                outcomes[rep.nodeid] = ("skipped", detail)
+                outcomes[rep.nodeid] = ("skipped", detail.removeprefix("Skipped: "))
             elif rep.failed:
                 outcomes[rep.nodeid] = ("failed", f"in {rep.when}")
             elif rep.when == "call" and rep.nodeid not in outcomes:
