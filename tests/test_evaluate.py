@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from c2fseg.cli import main
 from c2fseg.evaluate import evaluate_folders, format_summary, score_files
 from c2fseg.labels import ORGANS
+from real_data import LABELS, real_path
 
 SPACING_XYZ = (0.8, 0.9, 2.5)
 LIVER, SPLEEN, TUMOR = 1, 3, 14
@@ -235,11 +236,10 @@ def test_cli_rejects_unknown_label(folders, capsys):
     assert "not a FLARE23 label" in capsys.readouterr().err
 
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
-REAL_LABELS = REAL / "ts_example_ct_labels.nii.gz"
+REAL_LABELS = real_path(LABELS)
 
 
-@pytest.mark.skipif(not REAL_LABELS.exists(), reason="real CT labels not available")
+@pytest.mark.real_data(LABELS)
 def test_real_labels_shifted_one_slice(tmp_path):
     """Real anatomy, RAS header, 3 mm voxels: a 1-slice axial shift is 3 mm."""
     from c2fseg.io import read_labels, write_labels

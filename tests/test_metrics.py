@@ -172,7 +172,9 @@ def test_nsd_kept_at_dsc_floor():
     pred[1, 1, 5:10] = LIVER  # 1 of 5 + 5 overlaps: DSC = 0.2 exactly
     scores = score_case(pred, gt, (1, 1, 1), labels=[LIVER])
     assert scores[LIVER]["dsc"] == pytest.approx(0.2)
-    assert scores[LIVER]["nsd"] > 0.0
+    raw = normalized_surface_distance(pred == LIVER, gt == LIVER, (1, 1, 1), 5.0)
+    assert raw == pytest.approx(1.0)  # every surface point within 4 mm of the other line
+    assert scores[LIVER]["nsd"] == raw  # kept, not zeroed
 
 
 @pytest.mark.parametrize("label", [AORTA, 6, 10])
@@ -276,6 +278,9 @@ def test_nsd_floor_is_configurable_between_our_rule_and_the_public_script():
     pred[2:8, 5:25, 22:40] = 1  # overlaps gt in 3 of 20 columns -> DSC = 2*3/(20+18) ~ 0.158
     ours = score_case(pred, gt, (1.0, 1.0, 1.0), labels=[1])[1]
     script = score_case(pred, gt, (1.0, 1.0, 1.0), labels=[1], nsd_min_dsc=0.1)[1]
-    assert 0.1 < ours["dsc"] < 0.2
+    overlap, sizes = 6 * 20 * 3, 6 * 20 * 20 + 6 * 20 * 18
+    assert ours["dsc"] == script["dsc"] == pytest.approx(2 * overlap / sizes)
     assert ours["nsd"] == 0.0
-    assert script["nsd"] > 0.0
+    raw = normalized_surface_distance(pred == 1, gt == 1, (1.0, 1.0, 1.0), NSD_TOLERANCE_MM[1])
+    assert 0.4 < raw < 0.5  # the overlap and the surfaces 5 mm either side of it
+    assert script["nsd"] == raw

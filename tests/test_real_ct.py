@@ -1,6 +1,6 @@
-"""predict_final.py on the real CT in ../shared/data/real/: the output keeps its exact geometry.
+"""predict_final.py on the real CT of the shared folder: the output keeps its exact geometry.
 
-The real CT is read from the shared folder (never copied into the repo); the models are tiny
+The real CT is read from the shared folder (see real_data.py; never copied into the repo); the models are tiny
 random or HU-band networks, so this checks the pipeline and the geometry, not accuracy.
 """
 
@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from real_data import CT, real_path
+
 REPO = Path(__file__).resolve().parents[1]
-REAL_CT = REPO.parent / "shared" / "data" / "real" / "ts_example_ct.nii.gz"
-pytestmark = pytest.mark.skipif(not REAL_CT.exists(), reason="real CT not available")
+REAL_CT = real_path(CT)
+pytestmark = pytest.mark.real_data(CT)
 
 
 def _same_geometry(a: sitk.Image, b: sitk.Image) -> None:

@@ -22,26 +22,25 @@ def existing_path(value: str) -> Path:
     return p
 
 
-def positive_int(value: str) -> int:
-    """An integer >= 1."""
+def _int_at_least(value: str, low: int) -> int:
+    """An integer >= ``low``; the message names the value and the bound."""
     try:
         n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be >= 1")
+    if n < low:
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= {low}")
     return n
+
+
+def positive_int(value: str) -> int:
+    """An integer >= 1."""
+    return _int_at_least(value, 1)
 
 
 def non_negative_int(value: str) -> int:
     """An integer >= 0."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be >= 0")
-    return n
+    return _int_at_least(value, 0)
 
 
 def non_negative_float(value: str) -> float:
@@ -63,25 +62,23 @@ def fraction(value: str) -> float:
     return x
 
 
-def spacing_zyx(value: str) -> tuple[float, float, float]:
-    """Three positive floats 'z,y,x' in mm."""
+def _positive_triple(value: str, convert, expected: str, kind: str) -> tuple:
+    """Three positive numbers 'z,y,x' (commas or 'x' between them) converted by ``convert``."""
     parts = value.replace("x", ",").split(",")
     try:
-        nums = tuple(float(p) for p in parts)
+        nums = tuple(convert(p) for p in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected 'z,y,x' in mm, e.g. 2.5,1.5,1.5") from None
+        raise argparse.ArgumentTypeError(f"{value!r}: expected {expected}") from None
     if len(nums) != 3 or not all(n > 0 for n in nums):
-        raise argparse.ArgumentTypeError(f"{value!r}: expected three positive numbers 'z,y,x'")
-    return nums  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(f"{value!r}: expected three positive {kind} 'z,y,x'")
+    return nums
+
+
+def spacing_zyx(value: str) -> tuple[float, float, float]:
+    """Three positive floats 'z,y,x' in mm."""
+    return _positive_triple(value, float, "'z,y,x' in mm, e.g. 2.5,1.5,1.5", "numbers")
 
 
 def int_triple(value: str) -> tuple[int, int, int]:
     """Three positive integers 'z,y,x' (for example a patch size)."""
-    parts = value.replace("x", ",").split(",")
-    try:
-        nums = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected three integers 'z,y,x'") from None
-    if len(nums) != 3 or not all(n > 0 for n in nums):
-        raise argparse.ArgumentTypeError(f"{value!r}: expected three positive integers 'z,y,x'")
-    return nums  # type: ignore[return-value]
+    return _positive_triple(value, int, "three integers 'z,y,x'", "integers")

@@ -81,9 +81,3 @@ def check_stage(stage: str) -> str:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     return stage
-
-
-def stage_label_map(stage: str) -> dict[int, int]:
-    """Map FLARE label id -> network channel index for ``stage`` (0 stays background)."""
-    check_stage(stage)
-    return {0: 0, **{lab: i + 1 for i, lab in enumerate(STAGE_LABELS[stage])}}

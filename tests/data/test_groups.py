@@ -21,6 +21,7 @@ from c2fseg.data.groups import (
     write_splits,
 )
 from c2fseg.labels import ORGANS, TUMOR
+from real_data import CT, LABELS, real_dir
 
 SHAPE = (8, 10, 12)  # z, y, x
 
@@ -278,10 +279,10 @@ def test_cli_split(dataset, tmp_path, capsys):
         main(["split", str(dataset), "-o", str(out), "--folds", "1"])
 
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
+REAL = real_dir()
 
 
-@pytest.mark.skipif(not (REAL / "ts_example_ct_labels.nii.gz").exists(), reason="no real CT")
+@pytest.mark.real_data(CT, LABELS)
 def test_scan_real_case():
     info = scan_case(REAL / "ts_example_ct.nii.gz", REAL / "ts_example_ct_labels.nii.gz")
     assert info.problem is None, info.reason

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import weakref
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from c2fseg.infer.stage_loader import extract_state_dict
 from c2fseg.infer.stage_model import NonFiniteOutputError, StageModel
 from c2fseg.settings import resolve_inference
 from c2fseg.weights import WeightsError
+from real_data import CT, real_path
 
 SPACING = (2.0, 1.5, 1.5)  # the tiny plans' spacing: no resampling
 
@@ -481,10 +481,10 @@ def test_matches_nnunet_predictor_on_the_model_grid(fwd):
     assert (labels == ref).mean() > 0.995  # random-net near-ties differ by float summation order
 
 
-REAL_CT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "ts_example_ct.nii.gz"
+REAL_CT = real_path(CT)
 
 
-@pytest.mark.skipif(not REAL_CT.is_file(), reason="shared real CT not available")
+@pytest.mark.real_data(CT)
 def test_real_ct_through_the_pipeline():
     from c2fseg.io import read_image
 

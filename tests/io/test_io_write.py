@@ -19,8 +19,9 @@ from c2fseg.io import (
     write_labels,
     write_volume,
 )
+from real_data import CT, real_path
 
-REAL_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "ts_example_ct.nii.gz"
+REAL_CT = real_path(CT)
 
 
 def _geom(rot=None):
@@ -113,7 +114,7 @@ def test_oblique_output_is_valid_after_nifti_float32_header(tmp_path):
     assert is_valid_output(out, _geom(rot))
 
 
-@pytest.mark.skipif(not REAL_CT.exists(), reason="real CT not available")
+@pytest.mark.real_data(CT)
 def test_golden_real_ct_labels_keep_input_header(tmp_path):
     ct = read_image(REAL_CT)
     assert ct.meta["warnings"] == []

@@ -8,14 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from c2fseg.train.run import TrainingError, train_stage
 
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 FAST = {"iters_per_epoch": 3}
 
 
@@ -88,33 +88,38 @@ def test_tiny_train_exports_then_resumes(trained_once, tmp_path):
     assert _epochs(weights / "coarse" / "checkpoint_final.pth") == 2
 
 
-def test_killed_run_resumes_from_latest_checkpoint(trained_once, tmp_path):
+def test_killed_run_resumes_from_latest_checkpoint(trained_once, tmp_path, monkeypatch, capsys):
+    """A worker killed right after a checkpoint (killing_worker.py) fails the command with exit 1;
+    the same command then resumes from that checkpoint and finishes."""
+    from c2fseg.cli import main
+    from c2fseg.train import run
+
     data, splits, root, _ = trained_once
     work, weights = _copy_run(root, tmp_path)
     shutil.rmtree(weights)
     args = ["coarse", "--data", str(data), "--splits", str(splits), "--work", str(work),
             "--weights", str(weights), "--tiny", "--epochs", "4", "--iters-per-epoch", "3", "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, str(REPO / "run_training.py"), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with monkeypatch.context() as m:
+        m.setattr(run, "WORKER_MODULE", "killing_worker")
+        m.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+        assert main(["train", *args]) == 1
+    assert f"exit code {-signal.SIGKILL}" in capsys.readouterr().err
     latest = _results_dir(work) / "checkpoint_latest.pth"
-    try:
-        while proc.poll() is None and not latest.exists():
-            time.sleep(0.2)
-        assert proc.poll() is None, "training finished before it could be killed"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its worker process
-        proc.wait()
     assert not (weights / "coarse").exists()
     killed_at = _epochs(latest)
-    assert 2 <= killed_at < 4  # the copied run had finished epoch 0
-
-    from c2fseg.cli import main
+    assert killed_at == 2  # the copied run had finished epoch 0; killed after saving epoch 1
 
     assert main(["train", *args]) == 0
     assert _epochs(weights / "coarse" / "checkpoint_final.pth") == 4
-    assert "resuming from checkpoint_latest.pth at epoch" in _logs(work)
+    assert "resuming from checkpoint_latest.pth at epoch 2" in _logs(work)
+
+
+def test_run_training_script_is_the_train_command():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, str(REPO / "run_training.py"), "--help"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--pseudo-labels" in proc.stdout and "--iters-per-epoch" in proc.stdout
 
 
 def test_tumor_stage_needs_coarse_weights_or_pseudo_labels(tmp_path):

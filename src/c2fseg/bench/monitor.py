@@ -71,17 +71,25 @@ def gpu_reader(device) -> tuple[Callable[[], float], str] | None:
     return torch_used, "torch-mem-get-info"
 
 
+def _rss_reader() -> Callable[[], float]:
+    """A function giving this process's resident memory now, MiB (psutil)."""
+    import psutil
+
+    proc = psutil.Process()
+    return lambda: proc.memory_info().rss / MB
+
+
 class MemorySampler:
     """Samples host RSS (psutil) and GPU memory every ``interval`` seconds while running.
 
     Use as a context manager around the work to measure; read :meth:`summary` afterwards.
+    ``host_reader`` (MiB now; default: this process's RSS) lets tests feed known values.
     """
 
-    def __init__(self, device="cpu", interval: float = INTERVAL_S) -> None:
-        import psutil
-
+    def __init__(self, device="cpu", interval: float = INTERVAL_S, *,
+                 host_reader: Callable[[], float] | None = None) -> None:
         self.interval = float(interval)
-        self._proc = psutil.Process()
+        self._host = host_reader or _rss_reader()
         self._gpu = gpu_reader(device)
         self.host_mb: list[float] = []
         self.gpu_mb: list[float] = []
@@ -90,7 +98,7 @@ class MemorySampler:
         self.seconds = 0.0
 
     def _sample(self) -> None:
-        self.host_mb.append(self._proc.memory_info().rss / MB)
+        self.host_mb.append(float(self._host()))
         if self._gpu is not None:
             try:
                 self.gpu_mb.append(float(self._gpu[0]()))

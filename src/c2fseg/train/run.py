@@ -38,6 +38,8 @@ from c2fseg.weights import CHECKPOINT_NAME
 PREVIOUS_SUFFIX = ".previous"
 #: Exit code of the worker process for errors in the job's data or settings (not a crash).
 WORKER_INPUT_ERROR = 2
+#: The module ``_run_worker`` runs as ``python -m MODULE JOB.json`` (tests substitute a wrapper).
+WORKER_MODULE = "c2fseg.train.worker"
 
 
 class TrainingError(RuntimeError):
@@ -146,7 +148,7 @@ def _run_worker(job: dict, job_dir: Path) -> dict:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "c2fseg.train.worker", str(job_file)], env=env)
+    proc = subprocess.run([sys.executable, "-m", WORKER_MODULE, str(job_file)], env=env)
     if proc.returncode == WORKER_INPUT_ERROR:
         raise TrainingInputError(f"training of {job['stage']} stopped (see the message above)")
     if proc.returncode != 0:
