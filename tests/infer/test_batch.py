@@ -13,7 +13,8 @@ import torch
 from infer_support import AIR, abdomen_ct, make_models
 
 from c2fseg.cli import main
-from c2fseg.infer import batch
+from c2fseg import viz
+from c2fseg.infer import batch, case_loop
 from c2fseg.infer.batch import predict_folder
 from c2fseg.io import FolderError, read_labels
 
@@ -355,13 +356,13 @@ def test_case_without_abdomen_gives_empty_output(write_ct, weights, loads, tmp_p
 def test_reading_happens_in_the_prefetch_thread(cases, weights, loads, tmp_path, monkeypatch):
     inp, _ = cases
     threads = []
-    real = batch.read_case
+    real = case_loop.read_case
 
     def spy(path):
         threads.append(threading.current_thread().name)
         return real(path)
 
-    monkeypatch.setattr(batch, "read_case", spy)
+    monkeypatch.setattr(case_loop, "read_case", spy)
     predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu", progress=False)
     assert len(threads) == 3 and all(t.startswith("c2fseg-read") for t in threads)
 
@@ -382,7 +383,7 @@ def test_failed_overlay_is_a_warning_not_a_failed_case(cases, weights, loads, tm
     def broken(*args, **kwargs):
         raise RuntimeError("no display")
 
-    monkeypatch.setattr(batch, "save_roi_overlay", broken)
+    monkeypatch.setattr(viz, "save_roi_overlay", broken)
     report = predict_folder(inp, tmp_path / "out", weights_dir=weights, device="cpu", progress=False,
                             save_roi_overlay=True)
     for case in report.cases:
