@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +64,21 @@ def write_error_message(path: str | os.PathLike | None, exc: OSError) -> str:
     return f"{target}: {why}; {fix}."
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically and return the path (or raise WriteError)."""
+@contextmanager
+def atomic_target(path: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
+    """A temporary file beside ``path`` for the block to write; renamed onto ``path`` after it.
+
+    On any error the temporary file is removed, ``path`` is left as it was, and an ``OSError``
+    is raised as :class:`WriteError`. ``suffix`` ends the temporary name (e.g. ``.png``, so a
+    writer that picks the format from the name picks the right one).
+    """
     path = Path(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports and results are meant to be shared
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:
@@ -81,7 +86,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         if isinstance(exc, OSError):
             raise WriteError.from_os_error(path, exc) from exc
         raise
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path (or raise WriteError)."""
+    with atomic_target(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports and results are meant to be shared
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:

@@ -8,13 +8,12 @@ anisotropic voxels keep their true proportions. Uses matplotlib's Agg backend (n
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from c2fseg.fileutil import WriteError
+from c2fseg.fileutil import atomic_target
 from c2fseg.labels import LABELS, MAX_LABEL
 
 #: One distinct colour per FLARE label (RGB 0-1); index = label id.
@@ -151,19 +150,9 @@ def save_figure(fig, out_png: str | os.PathLike, **savefig_kwargs) -> Path:
     import matplotlib.pyplot as plt
 
     out = Path(out_png)
-    tmp: str | None = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-        os.close(fd)
-        fig.savefig(tmp, **savefig_kwargs)
-        os.replace(tmp, out)
-    except BaseException as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise WriteError.from_os_error(out, exc) from exc
-        raise
+        with atomic_target(out, suffix=".png") as tmp:
+            fig.savefig(tmp, **savefig_kwargs)
     finally:
         plt.close(fig)
     return out

@@ -94,17 +94,22 @@ def test_invalid_recorded_output_is_redone(setup):
     assert records.decide(out, inp, valid=lambda o, i: False).action == "redo"
 
 
+def fail_on_done(monkeypatch, records: OutputRecords, exc: BaseException) -> None:
+    """Make writing the final ("done") record raise ``exc``; the pending record still works."""
+    real = records._write
+
+    def fail(path, fields):
+        if fields["state"] == "done":
+            raise exc
+        return real(path, fields)
+
+    monkeypatch.setattr(records, "_write", fail)
+
+
 def test_interrupted_write_leaves_a_file_the_next_run_owns(setup, monkeypatch):
     inp, out, write = setup
     records = OutputRecords(out.parent, "predict")
-    real = records._write
-
-    def crash_on_done(path, fields):
-        if fields["state"] == "done":
-            raise KeyboardInterrupt  # killed between the rename and the final record
-        return real(path, fields)
-
-    monkeypatch.setattr(records, "_write", crash_on_done)
+    fail_on_done(monkeypatch, records, KeyboardInterrupt())  # killed between rename and record
     with pytest.raises(KeyboardInterrupt):
         records.write(out, inp, write)
     assert out.is_file()
@@ -115,14 +120,7 @@ def test_interrupted_write_leaves_a_file_the_next_run_owns(setup, monkeypatch):
 def test_interrupted_write_does_not_adopt_a_foreign_file(setup, monkeypatch):
     inp, out, write = setup
     records = OutputRecords(out.parent, "predict")
-    real = records._write
-
-    def crash_on_done(path, fields):
-        if fields["state"] == "done":
-            raise KeyboardInterrupt
-        return real(path, fields)
-
-    monkeypatch.setattr(records, "_write", crash_on_done)
+    fail_on_done(monkeypatch, records, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         records.write(out, inp, write)
     out.write_bytes(b"the user's own file")  # put there after the crash
@@ -181,14 +179,7 @@ def test_output_cut_short_is_refused_and_removed(setup, name):
 def test_full_disk_at_the_final_record_leaves_no_output(setup, monkeypatch):
     inp, out, write = setup
     records = OutputRecords(out.parent, "predict")
-    real = records._write
-
-    def full_on_done(path, fields):
-        if fields["state"] == "done":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(path, fields)
-
-    monkeypatch.setattr(records, "_write", full_on_done)
+    fail_on_done(monkeypatch, records, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     with pytest.raises(WriteError, match="a.nii.gz.json: no space left"):
         records.write(out, inp, write)
     assert leftovers(out.parent) == []

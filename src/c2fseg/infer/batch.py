@@ -36,6 +36,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -308,7 +309,7 @@ def predict_folder(
     loop = CaseLoop(OutputRecords(out_dir, PRODUCER), "predict", overwrite=overwrite,
                     progress=progress, announce="c2fseg predict")
     checkpoint = ReportCheckpoint(report, report_file)
-    loop.run(cases, out_dir, lambda case, volume: predict_case(run, case, volume),
+    loop.run(cases, out_dir, partial(predict_case, run),
              lambda outcome: report.cases.append(case_entry(outcome, run)), after_case=checkpoint)
     finish_report(report, report_file, resolved, t_start)
     return report
