@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 
+import numpy as np
 import pytest
 
 from c2fseg import fileutil
@@ -61,8 +64,19 @@ def test_failed_write_keeps_previous_report_and_no_temp_file(tmp_path, monkeypat
 
 
 def test_environment_and_resources():
+    import torch
+
     env = environment_info("cpu")
-    assert env["device"] == "cpu" and env["torch"] != "not installed"
-    assert env["python"].count(".") == 2
-    assert peak_host_ram_mb() > 1
+    assert env["device"] == "cpu" and env["cuda"] is None
+    assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__
+    assert env["python"] == platform.python_version()
+    assert report_mod.package_version("no-such-distribution-c2fseg") == "not installed"
     assert peak_gpu_mem_mb("cpu") is None
+
+
+def test_peak_host_ram_is_in_mib():
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched, so resident
+    peak = peak_host_ram_mb()
+    physical_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    assert block.sum() == 64 * 2**20
+    assert 64 <= peak <= physical_mib  # KiB or bytes misread as MiB would break one bound

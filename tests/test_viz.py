@@ -88,3 +88,22 @@ def test_view_cli(case_files, tmp_path):
     assert main(["view", str(d / "ct.nii.gz"), "--labels", str(d / "lab.nii.gz"), "-o", str(out)]) == 0
     assert out.stat().st_size > 10_000
     assert main(["view", str(d / "ct.nii.gz"), "-o", str(out), "--slices", "999,0,0"]) == 2
+
+
+def test_roi_overlay_draws_the_box_on_the_roi_middle_slice(tmp_path):
+    from c2fseg.infer.roi import RoiBox
+    from c2fseg.viz import save_roi_overlay
+
+    ct = np.full((20, 30, 40), -1000.0, np.float32)
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[5:15, 12:18, 10:30] = 3
+    roi = RoiBox((4, 10, 8), (16, 20, 32))
+    path = save_roi_overlay(ct, labels, roi, tmp_path / "sub" / "case.png")
+    assert path == tmp_path / "sub" / "case.png" and list(path.parent.iterdir()) == [path]
+    png = imread(path)
+    r, g, b = (png[..., c] for c in range(3))
+    assert np.any((r > 0.8) & (g > 0.8) & (b < 0.3))  # the yellow ROI box
+    assert colourful(png).mean() > 0.01  # the spleen label on coronal slice 15 = 10 + 10 // 2
+    plain = imread(save_roi_overlay(ct, np.zeros_like(labels), None, tmp_path / "none.png"))
+    pr, pg, pb = (plain[..., c] for c in range(3))
+    assert not np.any((pr > 0.8) & (pg > 0.8) & (pb < 0.3))  # no ROI: no box

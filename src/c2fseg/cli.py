@@ -4,8 +4,10 @@ Each subcommand lives in ``c2fseg.commands.<name>`` as ``add_parser(subparsers)`
 ``run(args) -> int``; the module imports only argparse at load time and calls one API function
 in ``run``, so ``c2fseg --help`` stays fast (no torch import).
 
-Exit codes: 0 success, 1 unexpected error, 2 usage error (bad arguments or input folder),
-3 finished but some cases failed (see the run report), 130 interrupted.
+Exit codes (:mod:`c2fseg.exitcodes`): 0 success, 1 unexpected error, 2 usage or setup error
+(bad arguments or input folder, or a result file that cannot be written, e.g. disk full),
+3 finished but some cases failed (see the run report), 130 interrupted. Usage errors and
+failed writes end with one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ import importlib
 import sys
 
 from c2fseg import __version__
+from c2fseg.exitcodes import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    UsageError,
+)
+from c2fseg.fileutil import WriteError, is_disk_full, write_error_message
+
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE",
+           "UsageError", "build_parser", "command_names", "main"]
 
 #: Subcommands in the order ``--help`` lists them; any other module in c2fseg.commands follows.
 ORDER: tuple[str, ...] = (
@@ -28,13 +42,6 @@ ORDER: tuple[str, ...] = (
     "pseudolabel",
     "bench",
 )
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-class UsageError(Exception):
-    """Raised by a command for bad arguments or inputs; reported without a traceback, exit 2."""
-
 
 def command_names() -> list[str]:
     """Names of the subcommand modules present in ``c2fseg.commands``, in display order."""
@@ -54,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Coarse-to-fine abdominal CT segmentation: 13 organs + tumor (FLARE23 labels). "
             "A coarse model finds the abdomen, organ and tumor models segment inside it."
         ),
-        epilog="Exit codes: 0 ok, 1 error, 2 usage error, 3 some cases failed, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage error (also: a result file cannot be written, "
+               "e.g. disk full), 3 some cases failed, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"c2fseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -83,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UsageError as exc:
         print(f"c2fseg {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if not (isinstance(exc, WriteError) or is_disk_full(exc)):
+            raise
+        message = str(exc) if isinstance(exc, WriteError) else write_error_message(exc.filename, exc)
+        print(f"c2fseg {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("c2fseg: interrupted", file=sys.stderr)

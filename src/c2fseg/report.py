@@ -1,6 +1,7 @@
 """The JSON run report of a batch prediction: what ran, where, with which settings, per case.
 
-Written atomically (temporary file + rename) so a crash never leaves half a report. Schema
+Written atomically (temporary file + rename) so a crash never leaves half a report; a write that
+fails (disk full) raises :class:`~c2fseg.fileutil.WriteError` and leaves the previous report. Schema
 (``schema_version`` 1)::
 
     {"schema_version", "command", "started_utc", "finished_utc", "seconds",
@@ -159,5 +160,8 @@ class RunReport:
         }
 
     def write(self, path: str | os.PathLike) -> Path:
-        """Write the report as JSON atomically (temporary file beside ``path``, then rename)."""
+        """Write the report as JSON atomically (temporary file beside ``path``, then rename).
+
+        Raises :class:`~c2fseg.fileutil.WriteError` (an ``OSError``) when it cannot be written.
+        """
         return write_json_atomic(path, self.to_dict())

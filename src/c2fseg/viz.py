@@ -8,12 +8,12 @@ anisotropic voxels keep their true proportions. Uses matplotlib's Agg backend (n
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from c2fseg.fileutil import atomic_target
 from c2fseg.labels import LABELS, MAX_LABEL
 
 #: One distinct colour per FLARE label (RGB 0-1); index = label id.
@@ -138,19 +138,50 @@ def render_overlay_arrays(
                    frameon=False, labelcolor="white")
     fig.suptitle(title or f"W{width:g} L{level:g}  (patient right on the left)", color="white", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.02 + 0.05 * bool(present), wspace=0.03)
+    out = save_figure(fig, out_png, dpi=dpi, facecolor="black")
+    return {"png": str(out), "slices": [int(c) for c in chosen], "labels": present}
+
+
+def save_figure(fig, out_png: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure atomically (temporary file beside it, then rename) and close it.
+
+    A failed write leaves no file behind and raises :class:`~c2fseg.fileutil.WriteError`.
+    """
+    import matplotlib.pyplot as plt
+
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, facecolor="black")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_target(out, suffix=".png") as tmp:
+            fig.savefig(tmp, **savefig_kwargs)
     finally:
         plt.close(fig)
-    return {"png": str(out), "slices": [int(c) for c in chosen], "labels": present}
+    return out
+
+
+def save_roi_overlay(ct: np.ndarray, labels: np.ndarray, roi, path: str | os.PathLike) -> Path:
+    """PNG of the middle coronal slice of ``roi`` with its box and the labels, for a quick check.
+
+    ``ct`` and ``labels`` are canonical [z, y, x] arrays; ``roi`` has ``start``/``stop``/``shape``
+    (an :class:`~c2fseg.infer.roi.RoiBox`) or is None (then the volume's middle slice, no box).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    path = Path(path)
+    j = roi.start[1] + roi.shape[1] // 2 if roi else ct.shape[1] // 2
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(np.clip(ct[:, j, :], -200, 300), cmap="gray", origin="lower")
+    ax.imshow(np.ma.masked_equal(labels[:, j, :], 0), cmap="tab20", origin="lower",
+              alpha=0.4, vmin=0, vmax=14, interpolation="nearest")
+    if roi:
+        (z0, _, x0), (z1, _, x1) = roi.start, roi.stop
+        ax.add_patch(Rectangle((x0 - 0.5, z0 - 0.5), x1 - x0, z1 - z0, fill=False, ec="yellow"))
+    ax.set_title(f"{path.stem}: coronal slice {j}, ROI")
+    ax.axis("off")
+    return save_figure(fig, path, dpi=80, bbox_inches="tight")
 
 
 def render_overlay(

@@ -1,4 +1,4 @@
-"""End to end with infer-model's real StageModel: band models in process, random weights via CLI."""
+"""End to end with the real StageModel: band models in process, random weights via the CLI."""
 
 from __future__ import annotations
 

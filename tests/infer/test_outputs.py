@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import numpy as np
 import pytest
 
+from c2fseg.fileutil import WriteError
 from c2fseg.infer import outputs
 from c2fseg.infer.outputs import RECORD_DIR, ForeignOutputError, OutputRecords
 from c2fseg.io import make_geometry, write_labels, write_volume
@@ -92,17 +94,22 @@ def test_invalid_recorded_output_is_redone(setup):
     assert records.decide(out, inp, valid=lambda o, i: False).action == "redo"
 
 
+def fail_on_done(monkeypatch, records: OutputRecords, exc: BaseException) -> None:
+    """Make writing the final ("done") record raise ``exc``; the pending record still works."""
+    real = records._write
+
+    def fail(path, fields):
+        if fields["state"] == "done":
+            raise exc
+        return real(path, fields)
+
+    monkeypatch.setattr(records, "_write", fail)
+
+
 def test_interrupted_write_leaves_a_file_the_next_run_owns(setup, monkeypatch):
     inp, out, write = setup
     records = OutputRecords(out.parent, "predict")
-    real = records._write
-
-    def crash_on_done(path, fields):
-        if fields["state"] == "done":
-            raise KeyboardInterrupt  # killed between the rename and the final record
-        return real(path, fields)
-
-    monkeypatch.setattr(records, "_write", crash_on_done)
+    fail_on_done(monkeypatch, records, KeyboardInterrupt())  # killed between rename and record
     with pytest.raises(KeyboardInterrupt):
         records.write(out, inp, write)
     assert out.is_file()
@@ -113,14 +120,7 @@ def test_interrupted_write_leaves_a_file_the_next_run_owns(setup, monkeypatch):
 def test_interrupted_write_does_not_adopt_a_foreign_file(setup, monkeypatch):
     inp, out, write = setup
     records = OutputRecords(out.parent, "predict")
-    real = records._write
-
-    def crash_on_done(path, fields):
-        if fields["state"] == "done":
-            raise KeyboardInterrupt
-        return real(path, fields)
-
-    monkeypatch.setattr(records, "_write", crash_on_done)
+    fail_on_done(monkeypatch, records, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         records.write(out, inp, write)
     out.write_bytes(b"the user's own file")  # put there after the crash
@@ -151,3 +151,51 @@ def test_input_identity_of_a_dicom_folder_tracks_its_files(tmp_path):
     second = outputs.input_identity(folder)
     assert first["size"] == 3 and second["size"] == 7
     assert second["path"] == str(folder.resolve())
+
+
+def leftovers(out_dir) -> list[str]:
+    return sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("name", ["a.nii.gz", "a.nii"])
+def test_output_cut_short_is_refused_and_removed(setup, name):
+    """On a full disk ITK's NIfTI writer returns normally, leaving a file shorter than its header."""
+    inp, out, write = setup
+    out = out.with_name(name)
+    records = OutputRecords(out.parent, "predict")
+
+    def short_write(path):
+        write(path.with_name("whole-" + name))
+        data = path.with_name("whole-" + name).read_bytes()
+        path.with_name("whole-" + name).unlink()
+        path.write_bytes(data[: len(data) - 3])
+
+    with pytest.raises(WriteError, match=f"cannot write {out}: the file came out incomplete"):
+        records.write(out, inp, short_write)
+    assert leftovers(out.parent) == []
+    assert records.write(out, inp, write)["state"] == "done"  # a whole file passes the same check
+
+
+def test_full_disk_at_the_final_record_leaves_no_output(setup, monkeypatch):
+    inp, out, write = setup
+    records = OutputRecords(out.parent, "predict")
+    fail_on_done(monkeypatch, records, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    with pytest.raises(WriteError, match="a.nii.gz.json: no space left"):
+        records.write(out, inp, write)
+    assert leftovers(out.parent) == []
+    monkeypatch.undo()
+    assert records.decide(out, inp).action == "new"
+
+
+def test_full_disk_while_writing_the_output_names_it(setup):
+    inp, out, _ = setup
+    records = OutputRecords(out.parent, "predict")
+
+    def full(path):
+        path.write_bytes(b"\x1f\x8b")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(WriteError) as info:
+        records.write(out, inp, full)
+    assert str(info.value).startswith(f"cannot write {out}: no space left on the disk holding {out.parent}")
+    assert leftovers(out.parent) == []

@@ -9,7 +9,7 @@ from fake_models import write_fake_weights
 import c2fseg.infer.stage_model as sm
 from c2fseg.cli import main
 from c2fseg.infer.pseudolabel import pseudolabel_folder, select_part
-from c2fseg.io import FolderError, make_geometry, read_labels, write_volume
+from c2fseg.io import FolderError, make_geometry, read_image, read_labels, write_volume
 
 CASES = ("a", "b", "c", "d", "e")
 
@@ -44,6 +44,10 @@ def test_labels_every_case_with_input_geometry(data, tmp_path):
         assert labels.shape == (12 + i, 24, 20)
         assert labels.spacing == pytest.approx((2.5, 1.4, 1.6))
         assert set(np.unique(labels.array)) <= set(range(14))
+    # what is written is the stage's own prediction, back in the (permuted, flipped) input's grid
+    ct = read_image(data / "images" / "b_0000.nii.gz")
+    expected = sm.StageModel.load(data / "weights" / "coarse", "cpu").predict(ct.array, ct.spacing)
+    assert np.array_equal(read_labels(tmp_path / "out" / "b.nii.gz").array, expected.labels.numpy())
     assert sorted(p.name for p in (data / "images").iterdir()) == before
 
 

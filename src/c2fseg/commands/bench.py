@@ -73,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from c2fseg.bench import BenchOptions, run_bench
-    from c2fseg.cli import UsageError
+    from c2fseg.exitcodes import EXIT_OK, UsageError
 
     models = args.models
     if models not in ("production", "thin") and not Path(models).is_dir():
@@ -89,4 +89,4 @@ def run(args: argparse.Namespace) -> int:
         run_bench(opts)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    return 0
+    return EXIT_OK

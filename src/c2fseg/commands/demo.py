@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from c2fseg.demo import run_demo
     from c2fseg.evaluate import format_summary
+    from c2fseg.exitcodes import EXIT_OK
 
     result = run_demo(args.out, train_cases=args.train_cases, test_cases=args.test_cases,
                       seed=args.seed, device=args.device, retrain=args.retrain, epochs=args.epochs)
@@ -43,4 +44,4 @@ def run(args: argparse.Namespace) -> int:
     if result.overlay_png:
         print(f"\nOverlay of a prediction: {result.overlay_png}")
     print(f"Metrics: {result.out_dir / 'metrics.json'}")
-    return 0
+    return EXIT_OK

@@ -57,8 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from c2fseg.cli import EXIT_OK, EXIT_SOME_FAILED, UsageError
     from c2fseg.evaluate import evaluate_folders, format_summary
+    from c2fseg.exitcodes import EXIT_OK, EXIT_SOME_FAILED, UsageError
     from c2fseg.io.errors import FolderError
 
     try:

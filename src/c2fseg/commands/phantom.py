@@ -59,8 +59,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from c2fseg.cli import UsageError
     from c2fseg.data import PhantomError, generate_dataset
+    from c2fseg.exitcodes import EXIT_OK, UsageError
 
     try:
         summary = generate_dataset(args.out_dir, args.cases, args.seed, args.size,
@@ -71,4 +71,4 @@ def run(args) -> int:
     groups = ", ".join(f"{g} {n}" for g, n in summary["groups"].items() if n)
     print(f"{summary['out_dir']}: {summary['generated']} written, {summary['skipped']} already "
           f"there ({groups}; {summary['tumor_cases']} with tumours)")
-    return 0
+    return EXIT_OK

@@ -138,7 +138,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from c2fseg.cli import EXIT_OK, EXIT_SOME_FAILED, UsageError
+    from c2fseg.exitcodes import EXIT_OK, EXIT_SOME_FAILED, UsageError
     from c2fseg.infer.batch import SetupError, predict_folder
     from c2fseg.infer.cascade import CascadeOptions
     from c2fseg.io import FolderError

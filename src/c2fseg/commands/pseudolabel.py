@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from c2fseg.cli import EXIT_SOME_FAILED, UsageError
+    from c2fseg.exitcodes import EXIT_OK, EXIT_SOME_FAILED, UsageError
     from c2fseg.infer.pseudolabel import pseudolabel_folder
     from c2fseg.io import FolderError
     from c2fseg.weights import WeightsError
@@ -70,4 +70,4 @@ def run(args: argparse.Namespace) -> int:
     )
     for case, reason in summary["failed"].items():
         print(f"  failed {case}: {reason}")
-    return EXIT_SOME_FAILED if summary["failed"] else 0
+    return EXIT_SOME_FAILED if summary["failed"] else EXIT_OK

@@ -43,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from c2fseg.cli import EXIT_OK, EXIT_SOME_FAILED, UsageError
     from c2fseg.data.groups import build_splits, write_splits
+    from c2fseg.exitcodes import EXIT_OK, EXIT_SOME_FAILED, UsageError
 
     if args.out.resolve().is_relative_to(args.data_dir.resolve()):
         raise UsageError(f"{args.out} is inside the input folder {args.data_dir}; write it elsewhere")

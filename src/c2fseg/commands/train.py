@@ -117,8 +117,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from c2fseg.cli import EXIT_ERROR, UsageError
     from c2fseg.data.stage_dataset import StageDatasetError
+    from c2fseg.exitcodes import EXIT_ERROR, EXIT_OK, UsageError
     from c2fseg.train.run import TrainingError, TrainingInputError, train_stage
 
     overrides = {"spacing": args.spacing, "patch": args.patch, "features": args.features,
@@ -136,4 +136,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"c2fseg train: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(f"weights written to {out}")
-    return 0
+    return EXIT_OK

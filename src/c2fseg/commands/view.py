@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from c2fseg.cli import UsageError
+    from c2fseg.exitcodes import EXIT_OK, UsageError
     from c2fseg.io import ImageReadError
     from c2fseg.viz import render_overlay
 
@@ -50,4 +50,4 @@ def run(args) -> int:
     except (ImageReadError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {result['png']} (slices k,j,i = {','.join(map(str, result['slices']))})")
-    return 0
+    return EXIT_OK

@@ -4,8 +4,9 @@ Promises (see ``../shared/reference/robustness.md``):
 
 * Models load once per process (coarse, organ, and every tumor model in the weights folder:
   ``tumor``, ``tumor_2``, ``tumor_3``...).
-* Reading the next case overlaps the current case's compute (a one-deep prefetch thread).
-* One bad case never stops the batch: it is recorded as failed with the reason and no output.
+* The case loop (:mod:`c2fseg.infer.case_loop`, shared with ``pseudolabel``): reading the next
+  case overlaps the current case's compute (a one-deep prefetch thread); one bad case never
+  stops the batch: it is recorded as failed with the reason and no output.
 * Outputs are ``<case>.nii.gz`` in the output folder (FLARE naming: input
   ``<case>_0000.nii.gz`` -> ``<case>.nii.gz``), always NIfTI whatever the input format, written
   atomically with the input's exact geometry. Never inside the input folder.
@@ -20,7 +21,12 @@ Promises (see ``../shared/reference/robustness.md``):
   if the case still runs out of GPU memory it is redone whole with CPU models (fp32 unless a
   precision was forced), loaded once on first need. The report records the fallback.
 * A JSON run report (:mod:`c2fseg.report`) is rewritten after every case, atomically. A failed
-  ROI overlay PNG is a warning, never a failed case.
+  ROI overlay PNG (:func:`c2fseg.viz.save_roi_overlay`) is a warning, never a failed case.
+* A full disk: a case whose output or record cannot be written fails (its temporary files
+  removed, no output left); a report that cannot be updated is tried again after the next case,
+  and if the final report cannot be written either, :class:`~c2fseg.fileutil.WriteError` is
+  raised (the command line prints it in one line and exits 2). Outputs already written stay
+  recorded, so the rerun skips them.
 """
 
 from __future__ import annotations
@@ -28,14 +34,23 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from c2fseg.infer.cascade import CascadeOptions, CaseResult, segment_volume, settings_used
+from c2fseg import viz
+from c2fseg.fileutil import WriteError
+from c2fseg.infer.cascade import (
+    CascadeModels,
+    CascadeOptions,
+    CaseResult,
+    segment_volume,
+    settings_used,
+)
+from c2fseg.infer.case_loop import CaseLoop, CaseOutcome, Prediction
 from c2fseg.infer.model_setup import (  # noqa: F401 (SetupError: part of this module's API)
     SetupError,
     check_weights,
@@ -43,16 +58,8 @@ from c2fseg.infer.model_setup import (  # noqa: F401 (SetupError: part of this m
     load_models,
     setup_device,
 )
-from c2fseg.infer.outputs import ForeignOutputError, OutputRecords
-from c2fseg.io import (
-    CaseInput,
-    FolderError,
-    ImageReadError,
-    check_output_dir,
-    find_cases,
-    read_image,
-    write_labels,
-)
+from c2fseg.infer.outputs import OutputRecords
+from c2fseg.io import CaseInput, FolderError, Volume, check_output_dir, find_cases
 from c2fseg.report import (
     CaseReport,
     RunReport,
@@ -70,90 +77,75 @@ SEED = 0
 # --------------------------------------------------------------------------- per case
 
 
-def read_case(path: Path):
-    """Read one CT (runs in the prefetch thread); returns (volume, seconds)."""
-    t0 = time.perf_counter()
-    volume = read_image(path)
-    return volume, round(time.perf_counter() - t0, 4)
+@dataclass
+class BatchRun:
+    """What every case of one ``predict`` run shares."""
+
+    models: CascadeModels
+    weights_dir: Path
+    device: str  # the resolved device the models run on
+    options: CascadeOptions
+    step: float | Mapping[str, float] | None = None
+    precision: str = "auto"
+    save_roi_overlay: bool = False
+    cpu_models: CascadeModels | None = None  # loaded on the first CUDA out-of-memory
 
 
-def segment_with_fallback(volume, state: dict, options: CascadeOptions) -> tuple[CaseResult, str]:
-    """Run the cascade; on CUDA out-of-memory only, run it again with CPU models."""
+def segment_with_fallback(volume: Volume, run: BatchRun) -> tuple[CaseResult, str]:
+    """Run the cascade; on CUDA out-of-memory only, run it again with CPU models.
+
+    The retry starts after the ``except`` block has ended: inside it, the exception's traceback
+    would keep the failed attempt's CUDA tensors alive (and ``empty_cache`` could not free them).
+    """
     try:
-        return segment_volume(volume, state["models"], options), ""
+        return segment_volume(volume, run.models, run.options), ""
     except torch.cuda.OutOfMemoryError as exc:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if state.get("cpu_models") is None:
-            precision = "fp32" if state["precision"] == "auto" else state["precision"]
-            state["cpu_models"] = load_models(
-                state["weights_dir"], "cpu", step=state["step"], precision=precision
-            )
-        note = f"ran on CPU after CUDA out of memory ({str(exc).splitlines()[0][:200]})"
-        return segment_volume(volume, state["cpu_models"], options), note
+        first_line = (str(exc).splitlines() or ["no details"])[0][:200]
+        note = f"ran on CPU after CUDA out of memory ({first_line})"
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if run.cpu_models is None:
+        precision = "fp32" if run.precision == "auto" else run.precision
+        run.cpu_models = load_models(run.weights_dir, "cpu", step=run.step, precision=precision)
+    return segment_volume(volume, run.cpu_models, run.options), note
 
 
-def save_roi_overlay(ct: np.ndarray, result: CaseResult, path: Path) -> None:
-    """PNG of the middle coronal slice with the ROI box and the labels, for a quick check."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    j = result.roi.start[1] + result.roi.shape[1] // 2 if result.roi else ct.shape[1] // 2
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(np.clip(ct[:, j, :], -200, 300), cmap="gray", origin="lower")
-    ax.imshow(np.ma.masked_equal(result.labels[:, j, :], 0), cmap="tab20", origin="lower",
-              alpha=0.4, vmin=0, vmax=14, interpolation="nearest")
-    if result.roi:
-        (z0, _, x0), (z1, _, x1) = result.roi.start, result.roi.stop
-        ax.add_patch(Rectangle((x0 - 0.5, z0 - 0.5), x1 - x0, z1 - z0, fill=False, ec="yellow"))
-    ax.set_title(f"{path.stem}: coronal slice {j}, ROI")
-    ax.axis("off")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
+def predict_case(run: BatchRun, case: CaseInput, volume: Volume) -> Prediction:
+    """The cascade on one CT; the record keeps what a later run reports if it keeps the output."""
+    result, fallback = segment_with_fallback(volume, run)
+    fields = {
+        "device": "cpu" if fallback else run.device,
+        "fallback": fallback,
+        "roi": result.roi.to_dict(volume.spacing) if result.roi else None,
+        "labels": result.label_counts(),
+        "warnings": [*volume.meta.get("warnings", []), *result.warnings],
+    }
+    earlier = {"status": result.status, "reason": result.reason, **fields}
+    return Prediction(result.labels, result.status, result.reason, dict(result.timings),
+                      info={"case_report": earlier}, detail=(result, fields))
 
 
-def process_case(case: CaseInput, future: Future, out_path: Path, state: dict) -> CaseReport:
-    """Segment and write one case; any failure becomes a 'failed' line, never an exception."""
-    entry = CaseReport(case.case_id, str(case.path), str(out_path), "failed", device=state["device"])
-    try:
-        volume, read_s = future.result()
-        entry.warnings = list(volume.meta.get("warnings", []))
-        result, fallback = segment_with_fallback(volume, state, state["options"])
-        if fallback:
-            entry.device, entry.fallback = "cpu", fallback
-        entry.warnings += result.warnings
-        entry.roi = result.roi.to_dict(volume.spacing) if result.roi else None
-        entry.labels = result.label_counts()
-        t0 = time.perf_counter()
-        state["records"].write(out_path, case.path,
-                               lambda path: write_labels(result.labels, volume.geometry, path),
-                               info={"case_report": earlier_fields(entry, result.status, result.reason)})
-        result.timings["write"] = round(time.perf_counter() - t0, 4)
-    except ImageReadError as exc:
-        entry.reason = str(exc)
+def case_entry(outcome: CaseOutcome, run: BatchRun) -> CaseReport:
+    """The report line of one case; a finished one gets its ROI overlay here if asked for."""
+    case, out = outcome.case, outcome.output
+    if outcome.status == "skipped":
+        return skipped_entry(case, out, outcome.record or {})
+    entry = CaseReport(case.case_id, str(case.path), str(out), outcome.status, outcome.reason,
+                       device=run.device if outcome.ran else "", timings=dict(outcome.timings))
+    if outcome.volume is not None:
+        entry.warnings = list(outcome.volume.meta.get("warnings", []))
+    if outcome.prediction is None:
         return entry
-    except Exception as exc:  # one bad case must not stop the batch; the reason is reported
-        entry.reason = f"{type(exc).__name__}: {exc}"
-        return entry
-    entry.status, entry.reason = result.status, result.reason
-    entry.timings = {"read": read_s, **result.timings}
-    if state["save_roi_overlay"]:
-        overlay = out_path.parent / "roi_overlays" / f"{case.case_id}.png"
+    result, fields = outcome.prediction.detail
+    entry.device, entry.fallback = fields["device"], fields["fallback"]
+    entry.roi, entry.labels, entry.warnings = fields["roi"], fields["labels"], list(fields["warnings"])
+    if run.save_roi_overlay and entry.status != "failed":
+        overlay = out.parent / "roi_overlays" / f"{case.case_id}.png"
         try:
-            save_roi_overlay(volume.array, result, overlay)
+            viz.save_roi_overlay(outcome.volume.array, result.labels, result.roi, overlay)
         except Exception as exc:  # the label map is written; a missing PNG must not fail the case
             entry.warnings.append(f"could not save the ROI overlay {overlay}: {type(exc).__name__}: {exc}")
     return entry
-
-
-def earlier_fields(entry: CaseReport, status: str, reason: str) -> dict:
-    """What a later run reports for this output when it keeps it (see :func:`skipped_entry`)."""
-    return {"status": status, "reason": reason, "device": entry.device, "fallback": entry.fallback,
-            "roi": entry.roi, "labels": entry.labels, "warnings": list(entry.warnings)}
 
 
 def skipped_entry(case: CaseInput, out: Path, record: dict) -> CaseReport:
@@ -171,11 +163,6 @@ def skipped_entry(case: CaseInput, out: Path, record: dict) -> CaseReport:
 
 
 # --------------------------------------------------------------------------- batch
-
-
-def output_path(output_dir: Path, case: CaseInput) -> Path:
-    """``<output_dir>/<case>.nii.gz`` (FLARE naming)."""
-    return output_dir / f"{case.case_id}.nii.gz"
 
 
 def run_options(options: CascadeOptions, **extra) -> dict:
@@ -206,7 +193,8 @@ def predict_folder(
     """Segment every CT in ``input_dir`` into ``output_dir`` and return (and write) the run report.
 
     Raises :class:`c2fseg.io.FolderError` (bad input/output folder) or :class:`SetupError`
-    (weights, device) before touching any case; per-case problems go into the report.
+    (weights, device) before touching any case; per-case problems go into the report. Raises
+    :class:`~c2fseg.fileutil.WriteError` at the end when the run report cannot be written.
     """
     options = options or CascadeOptions()
     t_start = time.perf_counter()
@@ -221,66 +209,55 @@ def predict_folder(
     resolved = setup_device(device)
     out_dir = check_output_dir(input_dir, output_dir)  # created and checked writable
     torch.manual_seed(SEED)
-    records = OutputRecords(out_dir, PRODUCER)
-    state = {
-        "models": load_models(weights, resolved, step=step, precision=precision),
-        "cpu_models": None, "weights_dir": weights, "step": step, "precision": precision,
-        "device": resolved, "options": options, "save_roi_overlay": save_roi_overlay,
-        "records": records,
-    }
+    run = BatchRun(load_models(weights, resolved, step=step, precision=precision), weights,
+                   resolved, options, step=step, precision=precision,
+                   save_roi_overlay=save_roi_overlay)
     report = RunReport(
         str(Path(input_dir).resolve()), str(out_dir), str(weights.resolve()),
         environment=environment_info(resolved),
         options=run_options(options, device_requested=device, step=step, precision=precision,
-                            overwrite=overwrite, tumor_models=len(state["models"].tumors),
-                            stages=settings_used(state["models"], options)),
+                            overwrite=overwrite, tumor_models=len(run.models.tumors),
+                            stages=settings_used(run.models, options)),
     )
-    todo = plan_cases(cases, out_dir, overwrite, report, records)
-    run_cases(todo, state, report, report_file, progress)
+    loop = CaseLoop(OutputRecords(out_dir, PRODUCER), "predict", overwrite=overwrite,
+                    progress=progress, announce="c2fseg predict")
+    checkpoint = ReportCheckpoint(report, report_file)
+    loop.run(cases, out_dir, partial(predict_case, run),
+             lambda outcome: report.cases.append(case_entry(outcome, run)), after_case=checkpoint)
     finish_report(report, report_file, resolved, t_start)
     return report
 
 
-def plan_cases(cases: list[CaseInput], out_dir: Path, overwrite: bool, report: RunReport,
-               records: OutputRecords) -> list:
-    """Record unusable, foreign-blocked and already-done cases; return the (case, output) pairs to run."""
-    todo = []
-    for case in cases:
-        out = output_path(out_dir, case)
-        if not case.ok:
-            report.cases.append(CaseReport(case.case_id, str(case.path), str(out), "failed", case.error))
-            continue
+class ReportCheckpoint:
+    """Rewrites the run report after each case; a failed write is tried again after the next one."""
+
+    def __init__(self, report: RunReport, path: Path) -> None:
+        self.report, self.path = report, path
+        self.failing = False
+
+    def __call__(self) -> None:
         try:
-            decision = records.decide(out, case.path, overwrite=overwrite)
-        except (ForeignOutputError, OSError) as exc:
-            report.cases.append(CaseReport(case.case_id, str(case.path), str(out), "failed", str(exc)))
-            tqdm.write(f"c2fseg predict: {case.case_id} failed: {exc}")
-            continue
-        if decision.action == "skip":
-            report.cases.append(skipped_entry(case, out, decision.record or {}))
+            self.report.write(self.path)
+        except OSError as exc:  # e.g. disk full: the cases go on, the final write decides
+            if not self.failing:
+                tqdm.write(f"c2fseg predict: could not update the run report ({exc}); "
+                           "trying again after the next case")
+            self.failing = True
         else:
-            todo.append((case, out))
-    return todo
-
-
-def run_cases(todo: list, state: dict, report: RunReport, report_file: Path, progress: bool) -> None:
-    """Process cases in order, reading case i+1 in a thread while case i is computed."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2fseg-read") as reader:
-        pending = reader.submit(read_case, todo[0][0].path) if todo else None
-        bar = tqdm(todo, desc="predict", unit="case", disable=not progress)
-        for i, (case, out) in enumerate(bar):
-            current = pending
-            pending = reader.submit(read_case, todo[i + 1][0].path) if i + 1 < len(todo) else None
-            entry = process_case(case, current, out, state)
-            report.cases.append(entry)
-            if entry.status == "failed":
-                bar.write(f"c2fseg predict: {case.case_id} failed: {entry.reason}")
-            report.write(report_file)
+            self.failing = False
 
 
 def finish_report(report: RunReport, report_file: Path, device: str, t_start: float) -> None:
-    """Totals, resources and the final atomic write of the report."""
+    """Totals, resources and the final atomic write of the report (WriteError if impossible)."""
     report.finished_utc = utc_now()
     report.seconds = time.perf_counter() - t_start
     report.resources = {"peak_host_ram_mb": peak_host_ram_mb(), "peak_gpu_mem_mb": peak_gpu_mem_mb(device)}
-    report.write(report_file)
+    try:
+        report.write(report_file)
+    except OSError as exc:
+        totals = report.totals()
+        done = totals["ok"] + totals["empty"] + totals["skipped"]
+        raise WriteError(report_file, f"{WriteError.from_os_error(report_file, exc)} The run itself "
+                         f"finished ({done} of {totals['cases']} cases have their output, "
+                         f"{totals['failed']} failed); outputs already written are kept and the "
+                         "rerun skips them.", exc.errno) from exc

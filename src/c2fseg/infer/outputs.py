@@ -18,20 +18,25 @@ Rules (:meth:`OutputRecords.decide`):
   a valid label map for it: skipped (kept), unless ``overwrite``;
 * any other recorded file (input changed, other command, damaged): redone.
 
-:meth:`OutputRecords.write` writes to a temporary file, records its hash as pending, renames it
-into place and records it as done, so an interrupted run never leaves an output it cannot
-recognise as its own.
+:meth:`OutputRecords.write` writes to a temporary file, checks that it is complete, records its
+hash as pending, renames it into place and records it as done, so an interrupted run never leaves
+an output it cannot recognise as its own. A write that fails (disk full, no permission) raises
+:class:`~c2fseg.fileutil.WriteError` naming the file, and leaves no temporary file and no new
+output behind. The completeness check matters on a full disk: ITK's NIfTI writer then prints an
+error on stderr but returns normally, leaving a file shorter than its header says.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from c2fseg import __version__
-from c2fseg.fileutil import sha256_file, write_json_atomic
+from c2fseg.fileutil import WriteError, sha256_file, write_json_atomic
 
 RECORD_DIR = ".c2fseg_outputs"
 RECORD_FORMAT = 1
@@ -133,10 +138,14 @@ class OutputRecords:
               info: dict | None = None) -> dict:
         """Write ``out_path`` with ``write_fn(path)`` and record it; returns the record.
 
-        A file at ``out_path`` that is not ours raises :class:`ForeignOutputError`. The file is written to a temporary name in the
-        record folder, hashed and recorded as pending, renamed onto ``out_path`` and then recorded
-        as done, so an interruption at any point leaves either the old file or a file the pending
-        record identifies as ours, never an unrecorded one. ``info`` is stored with the record.
+        A file at ``out_path`` that is not ours raises :class:`ForeignOutputError`. The file is
+        written to a temporary name in the record folder, checked to be complete, hashed and
+        recorded as pending, renamed onto ``out_path`` and then recorded as done, so an
+        interruption at any point leaves either the old file or a file the pending record
+        identifies as ours, never an unrecorded one. A failed write (an ``OSError``: disk full,
+        no permission) raises :class:`~c2fseg.fileutil.WriteError` and leaves no temporary file;
+        when only the final record cannot be written, the new output is removed again, so a
+        failed case never leaves an output. ``info`` is stored with the record.
         """
         out_path = Path(out_path)
         previous = self.read(out_path)
@@ -144,18 +153,30 @@ class OutputRecords:
             raise ForeignOutputError(foreign_message(out_path, previous is not None))  # appeared meanwhile
         if previous is not None and previous.get("state") == "pending":
             previous = previous.get("previous")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        source = input_identity(input_path)
         tmp = self.folder / f"writing-{out_path.name}"
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             write_fn(tmp)
+            check_complete(tmp, out_path)
             content = {"size": tmp.stat().st_size, "sha256": sha256_file(tmp)}
-            source = input_identity(input_path)
             self._write(out_path, {"state": "pending", **content, "input": source, "previous": previous})
             os.replace(tmp, out_path)
+        except OSError as exc:
+            raise WriteError.from_os_error(out_path, exc) from exc
         finally:
             tmp.unlink(missing_ok=True)
-        return self._write(out_path, {"state": "done", **content, "mtime_ns": out_path.stat().st_mtime_ns,
-                                      "input": source, "info": info or {}})
+        try:
+            return self._write(out_path, {"state": "done", **content, "mtime_ns": out_path.stat().st_mtime_ns,
+                                          "input": source, "info": info or {}})
+        except OSError as exc:
+            self.discard(out_path)
+            raise WriteError.from_os_error(self.record_path(out_path), exc) from exc
+
+    def discard(self, out_path: Path) -> None:
+        """Remove an output this run has just written, and its record (the case failed)."""
+        Path(out_path).unlink(missing_ok=True)
+        self.record_path(out_path).unlink(missing_ok=True)
 
     def _write(self, out_path: Path, fields: dict) -> dict:
         record = {"format": RECORD_FORMAT, "output": Path(out_path).name, "producer": self.producer,
@@ -168,6 +189,39 @@ def _utc_now() -> str:
     import datetime as dt
 
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_complete(path: Path, out_path: Path) -> None:
+    """Raise WriteError when the NIfTI file ``path`` (to become ``out_path``) is cut short.
+
+    Cheap: the header's data size is compared with the file size (``.nii``) or with the length
+    stored in the gzip trailer (``.nii.gz``; a stream cut short ends without its trailer).
+    Other formats are not checked.
+    """
+    from c2fseg.io.integrity import nifti_data_extent, read_head
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        needed = nifti_data_extent(read_head(path, 544))
+        size = path.stat().st_size
+        if needed is None or not name.endswith(".gz"):
+            complete = needed is not None and size >= needed
+        else:
+            with open(path, "rb") as fh:
+                fh.seek(max(size - 4, 0))
+                stored = int.from_bytes(fh.read(4), "little")
+            complete = size >= 18 and stored == needed % 2**32
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile):
+        complete = False
+    if not complete:
+        raise WriteError(
+            out_path,
+            f"cannot write {out_path}: the file came out incomplete (shorter than its header "
+            f"says), most likely because the disk holding {out_path.parent} is full. Free some "
+            "space there or choose another output folder, then run the same command again.",
+        )
 
 
 def same_content(path: Path, record: dict) -> bool:
