@@ -25,7 +25,7 @@ from c2fseg.convert import (
     v1_layout,
 )
 from c2fseg.convert.v1_keys import v2_name
-from c2fseg.infer.stage_model import build_network
+from c2fseg.infer.stage_loader import build_network
 
 
 @pytest.mark.parametrize("classes", [14, 15])

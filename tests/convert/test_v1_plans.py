@@ -19,8 +19,8 @@ from c2fseg.convert import (
 )
 from c2fseg.convert.v1_keys import v2_name
 from c2fseg.convert.v1_plans import _PlansUnpickler, v1_features
-from c2fseg.infer.stage_model import build_network
-from c2fseg.weights import ct_statistics, resolve_configuration
+from c2fseg.infer.stage_loader import build_network
+from c2fseg.plans import ct_statistics, resolve_configuration
 
 
 def test_plans_pickle_gives_spacing_patch_statistics_order_and_network(tmp_path):

@@ -24,7 +24,7 @@ from convert_support import (
 
 from c2fseg.convert import ConversionError, read_v1_checkpoint, read_v1_model_folder
 from c2fseg.convert.v1_keys import convert_v1_state_dict
-from c2fseg.infer.stage_model import build_network
+from c2fseg.infer.stage_loader import build_network
 from c2fseg.infer.truncated import TruncatedUNet
 
 pytestmark = requires_nnunet_v1

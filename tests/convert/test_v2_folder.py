@@ -11,7 +11,7 @@ import torch
 from convert_support import perturb, v2_dataset_json, v2_plans
 
 from c2fseg.convert import ConversionError, detect_format, read_v2_results_folder
-from c2fseg.infer.stage_model import build_network
+from c2fseg.infer.stage_loader import build_network
 
 CONFIG = "3d_fullres"
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from c2fseg.convert.errors import ConversionError
-from c2fseg.infer.stage_model import extract_state_dict
+from c2fseg.infer.stage_loader import extract_state_dict
 from c2fseg.weights import WeightsError
 
 try:  # numpy >= 2 (numpy 1 pickles name the same functions numpy.core.multiarray.*)

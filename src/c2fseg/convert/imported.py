@@ -13,7 +13,7 @@ class ImportedModel:
     """A converted model: an nnU-Net v2 plans/dataset.json pair and a matching state dict.
 
     ``state_dict`` loads with ``strict=True`` into the network that
-    ``c2fseg.infer.stage_model.build_network(plans, configuration, num_classes)`` builds (with
+    ``c2fseg.infer.stage_loader.build_network(plans, configuration, num_classes)`` builds (with
     or without deep supervision). ``labels`` is the model's own label value for each network
     channel (``labels[0] == 0``: background). nnU-Net feeds a network the image arrays as stored
     on disk (``voxel_order == "as-stored"``), which the stage's manifest must record.

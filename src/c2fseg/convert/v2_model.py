@@ -20,7 +20,8 @@ from c2fseg.convert.errors import ConversionError
 from c2fseg.convert.fit import fit_state_dict
 from c2fseg.convert.folders import V2_CHECKPOINT, find_checkpoint
 from c2fseg.convert.imported import ImportedModel
-from c2fseg.weights import WeightsError, ct_statistics, resolve_configuration
+from c2fseg.plans import PlansError, ct_statistics, resolve_configuration
+from c2fseg.weights import WeightsError
 
 FIX = ("Fix: give the checkpoint trained with these plans (same results folder), and the "
        "configuration it was trained as.")
@@ -43,7 +44,7 @@ def _architecture(plans: dict, configuration: str, path: Path) -> dict:
     """The configuration's ``architecture`` entry after refusing what c2fseg cannot run."""
     try:
         config = resolve_configuration(plans, configuration)
-    except WeightsError as exc:
+    except (PlansError, WeightsError) as exc:
         raise ConversionError(f"{path}: {exc}") from None
     if configuration == "3d_cascade_fullres" or config.get("previous_stage"):
         raise ConversionError(f"{path}: configuration {configuration!r} is the full-resolution "
@@ -133,7 +134,7 @@ def read_v2_results_folder(
     labels = _labels(plans, dataset_json, dataset_path)
     try:
         ct_statistics(plans, configuration)
-    except WeightsError as exc:
+    except (PlansError, WeightsError) as exc:
         raise ConversionError(f"{plans_path}: {exc}") from None
     network = build_from_plans_entry(arch, 1, len(labels), device="meta")
     kwargs = arch["arch_kwargs"]
