@@ -21,10 +21,15 @@ def test_the_defaults_file_is_package_data_and_every_setting_has_a_rule():
     for stage in STAGES:
         keys = set(inference_defaults(stage))
         assert keys <= set(settings.RULES), stage
-        assert not keys & set(settings.RESERVED_KEYS), stage
         assert {"step", "weighting", "mirror", "min_prob"} <= keys
     assert set(inference_defaults("coarse")) - set(inference_defaults("organ")) == {
-        "roi_rule", "roi_margin_mm", "max_liver_gap_mm"}
+        "roi_rule", "roi_margin_mm", "max_liver_gap_mm", "max_centroid_distance_voxels", "delete_labels"}
+    # c2fseg's own defaults leave every published-pipeline step off
+    for stage in STAGES:
+        d = inference_defaults(stage)
+        assert (d["average"], d["tile_rule"], d["align_corners"]) == ("logits", "stride", False)
+        assert d["max_inplane_voxels"] is None and d["decoder_stages"] is None
+    assert inference_defaults("coarse")["keep_largest"] == []
     # c2fseg's organ policy: every anatomically single organ keeps its largest component
     assert tuple(inference_defaults("organ")["keep_largest"]) == SINGLE_COMPONENT_ORGANS
 
@@ -51,8 +56,10 @@ def test_the_cascade_implements_every_rule_the_settings_accept():
 
     assert set(ROI_RULES) == set(settings.CHOICES["roi_rule"])
     assert set(TUMOR_RULES) == set(settings.CHOICES["tumor_combination"])
-    for key, values in settings.RESERVED_VALUES.items():
-        assert not set(values) & set(settings.CHOICES[key])
+    from c2fseg.infer.sliding import AVERAGES, TILE_RULES
+
+    assert set(AVERAGES) == set(settings.CHOICES["average"])
+    assert set(TILE_RULES) == set(settings.CHOICES["tile_rule"])
 
 
 def test_tumor_models_of_one_ensemble_must_agree():

@@ -44,8 +44,8 @@ def test_check_input_orientation():
         check_input_orientation({"stage": "tumor", "stage_dir": "/w/tumor"})
     with pytest.raises(WeightsError, match="'RAS' is not supported"):
         check_input_orientation({"input_orientation": "RAS"})
-    with pytest.raises(WeightsError, match="'as-stored'.*reserved.*issue 7"):
-        check_input_orientation({"input_orientation": "as-stored"})
+    assert check_input_orientation({"input_orientation": "as-stored"}) == "as-stored"
+    assert check_input_orientation({"input_orientation": "canonical-LPS"}) == "canonical-LPS"
 
 
 def test_hashes_are_cached_until_the_file_changes(tmp_path, monkeypatch):
@@ -183,13 +183,16 @@ def test_old_manifest_without_the_new_settings_loads_with_defaults(tmp_path):
 @pytest.mark.parametrize("stage, key, value, message", [
     ("organ", "tile_overlap", 0.5, "'tile_overlap' is not an inference setting of the organ stage"),
     ("organ", "roi_margin_mm", 10, "'roi_margin_mm' is not an inference setting of the organ stage"),
-    ("coarse", "decoder_stages", 3, "'decoder_stages'.*reserved for the published HIASBUAA pipeline"),
-    ("organ", "max_inplane_voxels", 360, "reserved.*issue 7"),
-    ("coarse", "delete_labels", [7, 8, 12], "reserved.*issue 7"),
-    ("tumor", "align_corners", True, "reserved.*issue 7"),
-    ("coarse", "keep_largest", [1], "'keep_largest' on the coarse stage is reserved"),
-    ("coarse", "roi_rule", "published", "roi_rule 'published' is reserved"),
-    ("tumor", "tumor_combination", "published_reconcile", "'published_reconcile' is reserved"),
+    ("coarse", "decoder_stages", 0, "decoder_stages must be null or a whole number >= 1"),
+    ("organ", "max_inplane_voxels", 8, "max_inplane_voxels must be null or a whole number >= 16"),
+    ("coarse", "delete_labels", [7, 14], r"\[14\] are not labels of the coarse stage"),
+    ("tumor", "align_corners", "yes", "align_corners must be true or false"),
+    ("organ", "max_centroid_distance_voxels", 50, "not an inference setting of the organ stage"),
+    ("coarse", "max_centroid_distance_voxels", 0, "must be null or > 0"),
+    ("coarse", "roi_rule", "nearest", "roi_rule must be one of 'c2fseg', 'published'"),
+    ("tumor", "tumor_combination", "max", "tumor_combination must be one of"),
+    ("organ", "average", "median", "average must be one of 'logits', 'probabilities'"),
+    ("organ", "tile_rule", "even", "tile_rule must be one of 'stride', 'span'"),
     ("coarse", "weighting", "hann", "weighting must be one of 'uniform', 'gaussian'"),
     ("organ", "step", 0.0, r"step must be in \(0, 1\]"),
     ("organ", "min_prob", 1.0, r"min_prob must be in \[0, 1\)"),

@@ -8,9 +8,10 @@ statistics and thin networks, and the command-line help texts quote it.
 A stage folder carries its own inference settings (``manifest.json`` -> ``inference``); these
 are what predict, pseudolabel and bench use, unless the command line overrides one. Which keys a
 stage accepts is what its entry in the defaults holds; a value is checked by the key's rule
-below. Keys and values reserved for the published HIASBUAA pipeline (issue 7) are refused with a
-message saying so, as is any other unknown key: a setting that would silently do nothing must
-not load. Imports nothing heavy.
+below. An unknown key is refused with a message naming it: a setting that would silently do
+nothing must not load. The published FLARE23 HIASBUAA pipeline is one set of values of these
+keys (``c2fseg import hiasbuaa`` writes them), run by the same code as c2fseg's own stages.
+Imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -27,32 +28,20 @@ from c2fseg.labels import STAGE_LABELS, check_stage
 
 DEFAULTS_FILE = "stage_defaults.json"
 
-#: Allowed values of the keys that name a rule (issue 7 adds "published" / "published_reconcile").
+#: Allowed values of the keys that name a rule. "published" / "published_reconcile" are the
+#: published FLARE23 HIASBUAA pipeline's rules (``c2fseg import hiasbuaa`` writes them).
 CHOICES: Mapping[str, tuple[str, ...]] = {
     "weighting": ("uniform", "gaussian"),
-    "roi_rule": ("c2fseg",),
-    "tumor_combination": ("mean_probability",),
+    "average": ("logits", "probabilities"),
+    "tile_rule": ("stride", "span"),
+    "roi_rule": ("c2fseg", "published"),
+    "tumor_combination": ("mean_probability", "published_reconcile"),
 }
-
-_ISSUE7 = "reserved for the published HIASBUAA pipeline (issue 7) and not implemented in this c2fseg"
-
-#: Inference keys whose behaviour does not exist yet (docs/design.md, "Stage settings").
-RESERVED_KEYS: Mapping[str, str] = {
-    "max_inplane_voxels": "cap of the larger in-plane size of the resampled volume (null | 360)",
-    "decoder_stages": "evaluate the network down to this many decoder stages and their head (null = all)",
-    "delete_labels": "labels set to background after the stage's post-processing",
-    "align_corners": "resampling interpolation flavour (false: c2fseg's, true: the published code's)",
-}
-#: Values reserved for issue 7 of keys that exist today.
-RESERVED_VALUES: Mapping[str, tuple[str, ...]] = {
-    "roi_rule": ("published",),
-    "tumor_combination": ("published_reconcile",),
-}
-#: Keys that exist for some stages but are reserved for issue 7 on others.
-RESERVED_STAGE_KEYS: Mapping[str, tuple[str, ...]] = {"keep_largest": ("coarse", "tumor")}
 
 #: Settings the tumor models of one ensemble must share (they combine into one mask).
 ENSEMBLE_KEYS = ("tumor_threshold", "tumor_combination")
+#: Settings every stage of one cascade must share (they see the same volume).
+CASCADE_KEYS = ("input_orientation",)
 
 
 class SettingsError(ValueError):
@@ -111,8 +100,6 @@ def _boolean(value: Any, key: str, stage: str) -> bool:
 
 
 def _choice(value: Any, key: str, stage: str) -> str:
-    if value in RESERVED_VALUES.get(key, ()):
-        raise SettingsError(f"{key} {value!r} is {_ISSUE7}; use {' or '.join(map(repr, CHOICES[key]))}")
     if value not in CHOICES[key]:
         raise SettingsError(f"{key} must be one of {', '.join(map(repr, CHOICES[key]))}, got {value!r}")
     return value
@@ -136,6 +123,26 @@ def _stage_labels(value: Any, key: str, stage: str) -> list[int]:
     return sorted(set(int(v) for v in value))
 
 
+def _optional_int(low: int) -> Callable[[Any, str, str], int | None]:
+    def check(value: Any, key: str, stage: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SettingsError(f"{key} must be null or a whole number >= {low}, got {value!r}")
+        return int(value)
+
+    return check
+
+
+def _optional_positive(value: Any, key: str, stage: str) -> float | None:
+    if value is None:
+        return None
+    x = _number(value, key)
+    if x <= 0:
+        raise SettingsError(f"{key} must be null or > 0, got {value!r}")
+    return x
+
+
 #: key -> rule returning the normalised value (or raising SettingsError).
 RULES: Mapping[str, Callable[[Any, str, str], Any]] = {
     "step": _in_range(0.0, 1.0, low_open=True),
@@ -148,14 +155,17 @@ RULES: Mapping[str, Callable[[Any, str, str], Any]] = {
     "max_liver_gap_mm": _non_negative,
     "tumor_threshold": _in_range(0.0, 1.0),
     "tumor_combination": _choice,
+    "average": _choice,
+    "tile_rule": _choice,
+    "align_corners": _boolean,
+    "max_inplane_voxels": _optional_int(16),
+    "decoder_stages": _optional_int(1),
+    "delete_labels": _stage_labels,
+    "max_centroid_distance_voxels": _optional_positive,
 }
 
 
 def _check_key(stage: str, key: str, value: Any, valid: Mapping[str, Any]) -> Any:
-    if key in RESERVED_KEYS:
-        raise SettingsError(f"{key!r} ({RESERVED_KEYS[key]}) is {_ISSUE7}; remove it")
-    if stage in RESERVED_STAGE_KEYS.get(key, ()):
-        raise SettingsError(f"{key!r} on the {stage} stage is {_ISSUE7}; remove it")
     if key not in valid:
         raise SettingsError(
             f"{key!r} is not an inference setting of the {stage} stage (valid: {', '.join(sorted(valid))})"

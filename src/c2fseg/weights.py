@@ -31,6 +31,10 @@ ENV_VAR = "C2FSEG_WEIGHTS"
 #: The orientation of the images a stage was trained on (and that inference feeds it): c2fseg's
 #: canonical form, axes toward patient Superior, Posterior, Left (see ``c2fseg.io.image``).
 INPUT_ORIENTATION = "canonical-LPS"
+#: The other voxel order a stage may expect: the file's array as stored (what nnU-Net itself
+#: feeds its networks, so what imported nnU-Net models and the published checkpoints expect).
+AS_STORED = "as-stored"
+INPUT_ORIENTATIONS = (INPUT_ORIENTATION, AS_STORED)
 #: Top-level manifest keys; others are reported (free-form information belongs under "extra").
 MANIFEST_KEYS = frozenset({
     "format", "stage", "c2fseg_version", "created_utc", "configuration", "fold", "trainer",
@@ -103,15 +107,19 @@ def write_manifest(
     trainer: str,
     extra: dict | None = None,
     inference: dict | None = None,
+    input_orientation: str = INPUT_ORIENTATION,
 ) -> Path:
     """Hash every file of a stage folder and record how to run it; returns the manifest path.
 
     ``plans.json``, ``dataset.json`` and the checkpoint must already be in ``stage_dir`` (nothing
     is copied). ``inference`` overrides the stage's default inference settings (any key of
     :mod:`c2fseg.settings`; the manifest stores all of them); ``extra`` is stored verbatim under
-    ``"extra"``.
+    ``"extra"``. ``input_orientation`` is the voxel order the network expects
+    (:data:`INPUT_ORIENTATIONS`: c2fseg-trained stages canonical, imported nnU-Net models as stored).
     """
     check_stage(stage)
+    if input_orientation not in INPUT_ORIENTATIONS:
+        raise WeightsError(f"input_orientation must be one of {INPUT_ORIENTATIONS}, got {input_orientation!r}")
     stage_dir = Path(stage_dir)
     if not stage_dir.is_dir():
         raise WeightsError(f"{stage_dir} is not a folder; create it and put the stage files in it first")
@@ -143,7 +151,7 @@ def write_manifest(
         "fold": fold,
         "trainer": trainer,
         "checkpoint": ckpt.name,
-        "input_orientation": INPUT_ORIENTATION,
+        "input_orientation": input_orientation,
         **settings,
         "inference": infer,
         "num_training_cases": len(training_cases),
@@ -219,32 +227,28 @@ def _check_format(manifest: dict, path: Path) -> None:
         )
 
 
-def check_input_orientation(manifest: dict) -> None:
-    """Refuse a stage whose manifest does not say it was trained on canonical (LPS) images.
+def check_input_orientation(manifest: dict) -> str:
+    """The voxel order a stage's network expects (:data:`INPUT_ORIENTATIONS`), from its manifest.
 
-    Inference always feeds canonical arrays; a network trained on another axis order would run
-    without error and return nonsense, so an unknown or missing orientation is a WeightsError.
+    A network fed another axis order than the one it was trained on runs without error and
+    returns nonsense, so a missing or unknown orientation is a WeightsError.
     """
     where = Path(manifest.get("stage_dir", ".")) / MANIFEST_NAME
     found = manifest.get("input_orientation")
-    if found == INPUT_ORIENTATION:
-        return
+    if found in INPUT_ORIENTATIONS:
+        return found
     if found is None:
         raise WeightsError(
             f"{where} does not record the orientation of the training images (no "
             f"\"input_orientation\": \"{INPUT_ORIENTATION}\"); it was exported by an older c2fseg or "
             "another tool. Re-export the stage with `c2fseg train "
             f"{manifest.get('stage', 'STAGE')}`, or, if its training images were c2fseg stage datasets "
-            f"(canonical LPS), add \"input_orientation\": \"{INPUT_ORIENTATION}\" to the manifest"
-        )
-    if found == "as-stored":
-        raise WeightsError(
-            f"{where}: input_orientation 'as-stored' (feeding arrays in their stored voxel order) is "
-            "reserved for the published HIASBUAA pipeline (issue 7) and not implemented in this c2fseg"
+            f"(canonical LPS), add \"input_orientation\": \"{INPUT_ORIENTATION}\" to the manifest; "
+            "for an nnU-Net model use `c2fseg import nnunet`"
         )
     raise WeightsError(
-        f"{where}: input_orientation {found!r} is not supported; c2fseg stages must be trained on "
-        f"{INPUT_ORIENTATION!r} images (c2fseg stage datasets). Re-train or re-export the stage"
+        f"{where}: input_orientation {found!r} is not supported; it must be one of "
+        f"{', '.join(map(repr, INPUT_ORIENTATIONS))}. Re-train or re-import the stage"
     )
 
 

@@ -38,7 +38,7 @@ def test_module_is_pure():
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported == {"__future__", "itertools", "dataclasses", "typing", "numpy"}
+    assert imported == {"__future__", "collections", "itertools", "dataclasses", "typing", "numpy"}
     calls = {node.func.id for node in ast.walk(tree)
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert "open" not in calls

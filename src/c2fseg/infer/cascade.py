@@ -40,12 +40,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2fseg.infer.merge import merge_labels, tumor_mask_from_models
-from c2fseg.infer.postprocess import fill_holes, keep_largest_components, paste_roi
-from c2fseg.infer.roi import RoiBox, as_triple, compute_roi, compute_roi_from_grid
+from c2fseg.infer.merge import merge_labels, reconcile_tumor_maps, tumor_mask_from_models
+from c2fseg.infer.postprocess import (
+    clean_coarse_labels,
+    fill_holes,
+    keep_largest_components,
+    paste_roi,
+)
+from c2fseg.infer.resample import resize_labels_nearest
+from c2fseg.infer.roi import (
+    RoiBox,
+    as_triple,
+    compute_roi,
+    compute_roi_from_grid,
+    roi_from_foreground,
+)
 from c2fseg.io import Volume
+from c2fseg.io.geometry import box_to_canonical, from_canonical, to_canonical
 from c2fseg.labels import LABELS, MAX_LABEL, SINGLE_COMPONENT_ORGANS, TUMOR
-from c2fseg.settings import inference_defaults
+from c2fseg.settings import SettingsError, inference_defaults
+from c2fseg.weights import AS_STORED, INPUT_ORIENTATION
 
 STATUS_OK, STATUS_EMPTY = "ok", "empty"
 #: Where the coarse labels for the ROI live (``StageModel.predict(grid=...)``).
@@ -94,6 +108,22 @@ class CascadeModels:
     @property
     def device(self) -> torch.device:
         return torch.device(self.coarse.device)
+
+    @property
+    def input_orientation(self) -> str:
+        """The voxel order every stage expects (they must agree: they see one volume)."""
+        found = {}
+        for model in [self.coarse, self.organ, *self.tumors]:
+            spec = getattr(model, "spec", None)
+            found[getattr(model, "source", "") or model.stage] = getattr(spec, "input_orientation",
+                                                                         INPUT_ORIENTATION)
+        if len(set(found.values())) > 1:
+            listed = ", ".join(f"{name}: {value}" for name, value in found.items())
+            raise SettingsError(
+                f"the stages expect different voxel orders ({listed}); one cascade feeds all of them "
+                "the same volume, so use stages made for the same order (re-import or re-export them)"
+            )
+        return next(iter(found.values()))
 
 
 @dataclass
@@ -165,10 +195,20 @@ def organ_keep_largest(models: CascadeModels, options: CascadeOptions) -> list[i
     return list(stage_inference(models.organ)["keep_largest"]) if options.keep_largest else []
 
 
-def roi_c2fseg(coarse_pred, spacing, shape, models: CascadeModels, options: CascadeOptions,
-               rule: dict) -> RoiBox | None:
+def clean_coarse(labels: np.ndarray, models: CascadeModels) -> np.ndarray:
+    """The coarse stage's own clean-up of its labels before any ROI rule (none by default):
+    drop components far from the liver, keep the largest component of some labels, delete some."""
+    s = stage_inference(models.coarse)
+    distance, keep, delete = (s.get("max_centroid_distance_voxels"), s.get("keep_largest", []),
+                              s.get("delete_labels", []))
+    if distance is None and not keep and not delete:
+        return labels
+    return clean_coarse_labels(labels, max_distance=distance, keep_largest_ids=keep, deleted_ids=delete)
+
+
+def roi_c2fseg(coarse_pred, labels: np.ndarray, spacing, shape, models: CascadeModels,
+               options: CascadeOptions, rule: dict) -> RoiBox | None:
     """c2fseg's ROI rule (:mod:`c2fseg.infer.roi`) on whichever grid the coarse labels came back."""
-    labels = to_numpy(coarse_pred.labels)
     if getattr(coarse_pred, "grid", "input") == "model":
         return compute_roi_from_grid(labels, coarse_pred.grid_spacing, shape, spacing,
                                      margin_mm=rule["roi_margin_mm"],
@@ -178,14 +218,24 @@ def roi_c2fseg(coarse_pred, spacing, shape, models: CascadeModels, options: Casc
                        max_liver_gap_mm=rule["max_liver_gap_mm"], work_spacing_mm=work)
 
 
+def roi_published(coarse_pred, labels: np.ndarray, spacing, shape, models: CascadeModels,
+                  options: CascadeOptions, rule: dict) -> RoiBox | None:
+    """The published rule: the (cleaned) coarse labels resized to the input grid by legacy
+    nearest neighbour, their bounding box widened by ``int(margin / spacing)`` voxels per side."""
+    if getattr(coarse_pred, "grid", "input") == "model":
+        labels = resize_labels_nearest(labels, shape)
+    return roi_from_foreground(labels, spacing, rule["roi_margin_mm"])
+
+
 #: The coarse stage's ``roi_rule`` -> the function that finds the ROI box.
-ROI_RULES = {"c2fseg": roi_c2fseg}
+ROI_RULES = {"c2fseg": roi_c2fseg, "published": roi_published}
 
 
 def find_roi(coarse_pred, spacing, shape, models: CascadeModels, options: CascadeOptions):
     """The ROI box (input voxels) from the coarse prediction, by the coarse stage's ROI rule."""
     rule = roi_settings(models, options)
-    return ROI_RULES[rule["roi_rule"]](coarse_pred, spacing, shape, models, options, rule)
+    labels = clean_coarse(to_numpy(coarse_pred.labels), models)
+    return ROI_RULES[rule["roi_rule"]](coarse_pred, labels, spacing, shape, models, options, rule)
 
 
 def run_stage(model, ct: torch.Tensor, spacing, options: CascadeOptions, notes: list[str], **kw):
@@ -208,8 +258,19 @@ def tumor_mean_probability(crop: torch.Tensor, spacing, models: CascadeModels, o
     return tumor_mask_from_models(labels, probs, rule["tumor_threshold"])
 
 
+def tumor_published_reconcile(crop: torch.Tensor, spacing, models: CascadeModels, options: CascadeOptions,
+                              notes: list[str], rule: dict):
+    """The published combination: each model's label map, folded in order by
+    :func:`c2fseg.infer.merge.reconcile_tumor_maps` (order-dependent); tumor where the result is 14."""
+    maps = [to_numpy(run_stage(model, crop, spacing, options, notes).labels) for model in models.tumors]
+    combined = maps[0]
+    for other in maps[1:]:
+        combined = reconcile_tumor_maps(combined, other)
+    return combined == TUMOR
+
+
 #: The tumor stage's ``tumor_combination`` -> the function that makes the tumor mask.
-TUMOR_RULES = {"mean_probability": tumor_mean_probability}
+TUMOR_RULES = {"mean_probability": tumor_mean_probability, "published_reconcile": tumor_published_reconcile}
 
 
 def predict_tumor(crop: torch.Tensor, spacing, models: CascadeModels, options: CascadeOptions,
@@ -249,18 +310,36 @@ def settings_used(models: CascadeModels, options: CascadeOptions) -> dict:
 def segment_volume(
     volume: Volume, models: CascadeModels, options: CascadeOptions | None = None
 ) -> CaseResult:
-    """Run the cascade on one canonical CT volume and return the full-size label map."""
+    """Run the cascade on one canonical CT volume and return the full-size canonical label map.
+
+    Stages that expect the file's stored voxel order (``input_orientation`` "as-stored", e.g.
+    imported nnU-Net models) get the volume in that order, and the result comes back canonical.
+    """
     options = options or CascadeOptions()
-    spacing = tuple(float(s) for s in volume.spacing)
+    if models.input_orientation != AS_STORED:
+        return segment_array(volume.array, volume.spacing, models, options)
+    geom = volume.geometry
+    stored = from_canonical(volume.array, geom)
+    result = segment_array(stored, tuple(reversed(geom.spacing)), models, options)
+    result.labels = to_canonical(result.labels, geom)
+    if result.roi is not None:
+        result.roi = RoiBox(*box_to_canonical(result.roi.start, result.roi.stop, geom))
+    return result
+
+
+def segment_array(array: np.ndarray, spacing, models: CascadeModels, options: CascadeOptions) -> CaseResult:
+    """The cascade on a [Z, Y, X] HU array in the voxel order the stages expect."""
+    spacing = tuple(float(s) for s in spacing)
+    shape = tuple(int(n) for n in array.shape)
     timer, notes = StageTimer(models.device), []
     with timer("coarse"):
-        ct = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32)).to(models.device)
+        ct = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(models.device)
         coarse = run_stage(models.coarse, ct, spacing, options, notes, grid=options.coarse_grid)
     with timer("roi"):
-        box = find_roi(coarse, spacing, volume.shape, models, options)
+        box = find_roi(coarse, spacing, shape, models, options)
     del coarse
     if box is None:
-        empty = np.zeros(volume.shape, dtype=np.uint8)
+        empty = np.zeros(shape, dtype=np.uint8)
         reason = "the coarse model found no abdominal organ (no abdomen in view?)"
         return CaseResult(empty, STATUS_EMPTY, None, timer.timings, reason, notes)
     crop = ct[box.slices].contiguous()
@@ -281,7 +360,7 @@ def segment_volume(
             min_tumor_ml=options.min_tumor_ml,
         )
     with timer("postprocess"):
-        full = paste_roi(merged, box, volume.shape)
+        full = paste_roi(merged, box, shape)
     if not full.any():
         reason = "the fine stages found no organ inside the ROI"
         return CaseResult(full, STATUS_EMPTY, box, timer.timings, reason, notes)

@@ -118,7 +118,7 @@ def delete_labels(labels: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
 def clean_coarse_labels(
     labels: np.ndarray,
     *,
-    max_distance: float = COARSE_MAX_LIVER_DISTANCE,
+    max_distance: float | None = COARSE_MAX_LIVER_DISTANCE,
     keep_largest_ids: Sequence[int] = ROI_ORGANS,
     deleted_ids: Sequence[int] = COARSE_DELETED_LABELS,
     anchor: int = LIVER,
@@ -126,12 +126,13 @@ def clean_coarse_labels(
     """The published coarse-map clean-up, in this order, on the coarse model's grid.
 
     1. foreground components whose centroid is farther than ``max_distance`` voxels from the
-       centroid of the largest ``anchor`` (liver) component are removed (skipped without one);
+       centroid of the largest ``anchor`` (liver) component are removed (skipped without one,
+       or when ``max_distance`` is None);
     2. only the largest component of each of ``keep_largest_ids`` is kept;
     3. ``deleted_ids`` are deleted.
     """
     labels = np.asarray(labels, dtype=np.uint8)
-    centre = largest_component_centroid(labels, anchor)
+    centre = None if max_distance is None else largest_component_centroid(labels, anchor)
     if centre is not None:
         labels = drop_components_far_from(labels, centre, max_distance)
     labels = keep_largest_components(labels, keep_largest_ids)

@@ -31,6 +31,8 @@ from c2fseg.plans import PlansError, resolve_configuration, stage_settings
 from c2fseg.settings import SettingsError, resolve_inference
 from c2fseg.weights import (
     DATASET_NAME,
+    INPUT_ORIENTATION,
+    INPUT_ORIENTATIONS,
     PLANS_NAME,
     WeightsError,
     check_input_orientation,
@@ -48,9 +50,14 @@ class StageSpec:
     normalizer: CTNormalizer
     channel_labels: tuple[int, ...]
     transpose_forward: tuple[int, int, int] = (0, 1, 2)
+    #: the voxel order the network expects (``c2fseg.weights.INPUT_ORIENTATIONS``); the cascade
+    #: feeds every stage in that order (all stages of one cascade must agree)
+    input_orientation: str = INPUT_ORIENTATION
 
     def __post_init__(self) -> None:
         check_stage(self.stage)
+        if self.input_orientation not in INPUT_ORIENTATIONS:
+            raise ValueError(f"input_orientation must be one of {INPUT_ORIENTATIONS}, got {self.input_orientation!r}")
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
         object.__setattr__(self, "channel_labels", tuple(int(c) for c in self.channel_labels))
@@ -62,11 +69,12 @@ class StageSpec:
             raise ValueError(f"spacing and patch size must be 3-D, got {self.spacing} / {self.patch_size}")
 
     @classmethod
-    def from_settings(cls, stage: str, settings: Mapping[str, Any]) -> StageSpec:
+    def from_settings(cls, stage: str, settings: Mapping[str, Any],
+                      input_orientation: str = INPUT_ORIENTATION) -> StageSpec:
         """From :func:`c2fseg.plans.stage_settings` (or a manifest holding the same keys)."""
         return cls(stage, settings["spacing"], settings["patch_size"],
                    CTNormalizer.from_stats(settings["normalization"]), settings["channel_labels"],
-                   settings.get("transpose_forward", (0, 1, 2)))
+                   settings.get("transpose_forward", (0, 1, 2)), input_orientation)
 
     def describe(self) -> dict:
         """JSON-ready summary (for run reports)."""
@@ -74,7 +82,7 @@ class StageSpec:
         return {"spacing": list(self.spacing), "patch_size": list(self.patch_size),
                 "transpose_forward": list(self.transpose_forward),
                 "normalization": {"mean": n.mean, "std": n.std, "clip": [n.lower, n.upper]},
-                "channel_labels": list(self.channel_labels)}
+                "channel_labels": list(self.channel_labels), "input_orientation": self.input_orientation}
 
 
 @dataclass
@@ -159,6 +167,7 @@ def from_plans(
     *,
     inference: Mapping[str, Any] | None = None,
     source: str = "plans",
+    input_orientation: str = INPUT_ORIENTATION,
 ) -> LoadedStage:
     """A stage from plans + dataset.json; ``state_dict`` (or an nnU-Net checkpoint dict) or random.
 
@@ -170,7 +179,7 @@ def from_plans(
     except PlansError as exc:
         raise WeightsError(str(exc)) from None
     network = build_network(plans, configuration, len(settings["channel_labels"]), state_dict)
-    return LoadedStage(network, StageSpec.from_settings(stage, settings),
+    return LoadedStage(network, StageSpec.from_settings(stage, settings, input_orientation),
                        resolve_inference(stage, inference), None, source)
 
 
@@ -195,12 +204,12 @@ def _check_manifest_matches(manifest: dict, settings: dict, folder: Path) -> Non
 def from_stage_folder(stage_dir: str | os.PathLike, *, verify: bool = True) -> LoadedStage:
     """Load ``weights/<stage>/`` (hashes verified unless ``verify=False``).
 
-    Refuses (WeightsError) a manifest that does not record ``"input_orientation":
-    "canonical-LPS"`` (the orientation its training images had, and the one fed here), or whose
+    Refuses (WeightsError) a manifest that does not record a known ``"input_orientation"``
+    (the voxel order its network expects, see :func:`c2fseg.weights.check_input_orientation`), or whose
     spacing, patch size, normalisation or labels disagree with its plans and dataset.json.
     """
     manifest = load_manifest(stage_dir, verify=verify)
-    check_input_orientation(manifest)
+    orientation = check_input_orientation(manifest)
     folder = Path(manifest["stage_dir"])
     plans = _read_json(folder / PLANS_NAME)
     dataset_json = _read_json(folder / DATASET_NAME)
@@ -214,7 +223,7 @@ def from_stage_folder(stage_dir: str | os.PathLike, *, verify: bool = True) -> L
         network = build_network(plans, manifest["configuration"], len(settings["channel_labels"]), checkpoint)
     except WeightsError as exc:
         raise WeightsError(f"{folder / manifest['checkpoint']}: {exc}") from None
-    spec = StageSpec.from_settings(manifest["stage"], settings)
+    spec = StageSpec.from_settings(manifest["stage"], settings, orientation)
     return LoadedStage(network, spec, dict(manifest["inference"]), manifest, str(folder))
 
 

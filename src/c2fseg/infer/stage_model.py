@@ -29,8 +29,15 @@ import torch
 
 from c2fseg.device import resolve_device
 from c2fseg.infer import stage_loader
+from c2fseg.infer.inplane_cap import cap_inplane, capped_grid_shape
 from c2fseg.infer.normalize import CTNormalizer
 from c2fseg.infer.precision import AUTOCAST, prepare_device, resolve_precision
+from c2fseg.infer.probabilities import (
+    floor_probabilities,
+    probabilities_to_labels,
+    resize_probabilities,
+    resized_probability_labels,
+)
 from c2fseg.infer.resample import (
     RESAMPLE_MODES,
     chunk_rows,
@@ -42,6 +49,7 @@ from c2fseg.infer.resample import (
 )
 from c2fseg.infer.sliding import count_tiles, sliding_window
 from c2fseg.infer.stage_loader import LoadedStage, StageSpec
+from c2fseg.infer.truncated import TruncatedUNet
 from c2fseg.settings import resolve_inference
 
 log = logging.getLogger(__name__)
@@ -143,6 +151,9 @@ class StageModel:
         self.manifest = manifest
         self.source = source
         prepare_device(self.device)
+        stages = self.inference["decoder_stages"]
+        if stages is not None:  # a cheap pass: only the first decoder stages and their head
+            network = TruncatedUNet(network, int(stages) - 1, align_corners=self.align_corners)
         self.network = network.to(self.device).eval()
         self._cpu_network: torch.nn.Module | None = None
 
@@ -224,6 +235,16 @@ class StageModel:
     def min_prob(self) -> float:
         return float(self.inference["min_prob"])
 
+    @property
+    def align_corners(self) -> bool:
+        """Every trilinear resampling of this stage uses ``align_corners=True`` (published flavour)."""
+        return bool(self.inference["align_corners"])
+
+    @property
+    def average(self) -> str:
+        """What the sliding window averages over tiles: "logits" (ours) or "probabilities"."""
+        return str(self.inference["average"])
+
     def settings_used(self) -> dict:
         """What this model runs with (for run reports): source, spec, inference, device, precision."""
         return {"source": self.source, **self.spec.describe(), "inference": dict(self.inference),
@@ -241,8 +262,14 @@ class StageModel:
         return tuple(self.patch_size[a] for a in self.transpose_forward)  # type: ignore[return-value]
 
     def model_grid_shape(self, shape: Sequence[int], spacing_zyx: Sequence[float]) -> tuple[int, ...]:
-        """Canonical shape of a volume resampled to this stage's spacing."""
+        """Shape of a volume resampled to this stage's spacing (before any in-plane cap)."""
         return grid_shape(shape, spacing_zyx, self.spacing)
+
+    def network_grid_shape(self, shape: Sequence[int], spacing_zyx: Sequence[float]) -> tuple[int, ...]:
+        """Shape the network runs on: the model grid, scaled down by ``max_inplane_voxels`` if set."""
+        grid = self.model_grid_shape(shape, spacing_zyx)
+        cap = self.inference["max_inplane_voxels"]
+        return grid if cap is None else capped_grid_shape(grid, int(cap))
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -367,29 +394,35 @@ class StageModel:
         grid = self.model_grid_shape(shape, spacing)
         budget = _CHUNK_BUDGET["cuda" if device.type == "cuda" else "cpu"] // (4 * shrink)
         precision = self._precision_on(device)
+        cap = self.inference["max_inplane_voxels"]
         with torch.inference_mode():
             in_chunk = chunk_rows(1, shape[1] * shape[2], budget)
-            image = resample_image(ct, grid, device=device, chunk_z=in_chunk, prep=self.normalizer)
+            image = resample_image(ct, grid, device=device, chunk_z=in_chunk, prep=self.normalizer,
+                                   align_corners=self.align_corners)
+            if cap is not None:  # a second interpolation, as the published pipeline does
+                image = cap_inplane(image, int(cap), chunk_z=in_chunk)
+                grid = tuple(int(v) for v in image.shape)
             t = _lap(times, "resample_in", t, device)
-            logits, used_precision = self._logits(image.permute(*self.transpose_forward), device, tile_batch,
+            scores, used_precision = self._logits(image.permute(*self.transpose_forward), device, tile_batch,
                                                   precision, acc_device)
             del image
             t = _lap(times, "sliding_window", t, device)
 
         # Outside inference mode (no_grad only) so callers get ordinary tensors they may edit in place.
         with torch.no_grad():
-            logits = logits.permute(0, *(1 + a for a in self.transpose_backward))  # canonical order
+            scores = scores.permute(0, *(1 + a for a in self.transpose_backward))  # canonical order
             lut = torch.tensor(self.channel_labels, dtype=torch.uint8)
-            if out_grid == "model":
-                labels, prob = model_grid_labels(
-                    logits, lut, chunk_z=self._chunk_z(chunk_z, grid[1] * grid[2], logits.device, shrink),
-                    min_prob=self.min_prob, prob_channel=prob_channel,
-                )
+            plane = (grid if out_grid == "model" else shape)[1] * (grid if out_grid == "model" else shape)[2]
+            chunk = self._chunk_z(chunk_z, plane, scores.device, shrink)
+            if self.average == "probabilities":
+                labels, prob = self._labels_from_probabilities(scores, shape, lut, chunk, prob_channel, out_grid)
+            elif out_grid == "model":
+                labels, prob = model_grid_labels(scores, lut, chunk_z=chunk, min_prob=self.min_prob,
+                                                 prob_channel=prob_channel)
             else:
-                out_chunk = self._chunk_z(chunk_z, shape[1] * shape[2], logits.device, shrink)
                 labels, prob = logits_to_labels(
-                    logits, shape, lut, chunk_z=out_chunk, min_prob=self.min_prob, prob_channel=prob_channel,
-                    mode=self.resample_mode,
+                    scores, shape, lut, chunk_z=chunk, min_prob=self.min_prob, prob_channel=prob_channel,
+                    mode=self.resample_mode, align_corners=self.align_corners,
                 )
         _lap(times, "resample_out", t, device)
         times["total"] = time.perf_counter() - t0
@@ -400,12 +433,32 @@ class StageModel:
             "tiles": count_tiles(tuple(grid[a] for a in self.transpose_forward), self.patch_size_model, self.step),
             "step": self.step,
             "grid": out_grid,
-            "resample_mode": "full" if self.min_prob > 0 else self.resample_mode,
+            "resample_mode": "full" if self.min_prob > 0 or self.average == "probabilities" else self.resample_mode,
         }
         on_model = out_grid == "model"
         grid_spacing = tuple(n * s / m for n, s, m in zip(shape, spacing, grid, strict=True)) if on_model else spacing
         return StagePrediction(labels=labels, prob=prob, timings=times, info=info, grid=out_grid,
                                grid_spacing=grid_spacing, input_shape=shape)
+
+    def _labels_from_probabilities(
+        self, probs: torch.Tensor, shape: tuple[int, ...], lut: torch.Tensor, chunk: int,
+        prob_channel: int | None, out_grid: str,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Labels from tile-averaged probabilities: floor at ``min_prob`` on the network grid, then
+        (input grid) resize every class's probability and take the argmax; a voxel whose
+        probabilities were all zeroed is background. The published pipeline's order of steps."""
+        probs = floor_probabilities(probs, self.min_prob) if self.min_prob > 0 else probs
+        prob = None
+        if out_grid == "model":
+            labels = probabilities_to_labels(probs, lut, chunk_z=chunk)
+            if prob_channel is not None:
+                prob = probs[prob_channel].half()
+            return labels, prob
+        labels = resized_probability_labels(probs, shape, lut, align_corners=self.align_corners, chunk_z=chunk)
+        if prob_channel is not None:
+            one = probs[prob_channel : prob_channel + 1]
+            prob = resize_probabilities(one, shape, align_corners=self.align_corners, chunk_z=chunk)[0].half()
+        return labels, prob
 
     def _logits(
         self, image: torch.Tensor, device: torch.device, tile_batch: int, precision: str,
@@ -440,7 +493,8 @@ class StageModel:
             with torch.autocast(device.type, dtype=cast):
                 return network(batch)
 
-        acc = torch.float16 if precision == "fp16" and self.weighting == "uniform" else torch.float32
+        fp16_sums = precision == "fp16" and self.weighting == "uniform" and self.average == "logits"
+        acc = torch.float16 if fp16_sums else torch.float32
         return sliding_window(
             net_fn,
             image,
@@ -452,6 +506,8 @@ class StageModel:
             mirror_axes=(0, 1, 2) if self.mirror else (),
             acc_dtype=acc,
             acc_device=acc_device,
+            average=self.average,
+            tile_rule=str(self.inference["tile_rule"]),
         )
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ accept a :class:`Geometry` or anything with SimpleITK's header methods (``GetSiz
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,22 @@ def from_canonical(canonical: np.ndarray, geom: Geometry) -> np.ndarray:
     flips = tuple(a for a in range(3) if geom.flip[a])
     arr = np.flip(canonical, axis=flips) if flips else canonical
     return np.ascontiguousarray(np.transpose(arr, np.argsort(geom.transpose)))
+
+
+def box_to_canonical(
+    start: Sequence[int], stop: Sequence[int], geom: Geometry
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """A box (start, stop exclusive) of the stored array as the same voxels' box in canonical order."""
+    stored_shape = tuple(reversed(geom.size))
+    lo, hi = [], []
+    for c in range(3):
+        a = geom.transpose[c]
+        s0, s1 = int(start[a]), int(stop[a])
+        if geom.flip[c]:
+            s0, s1 = stored_shape[a] - s1, stored_shape[a] - s0
+        lo.append(s0)
+        hi.append(s1)
+    return tuple(lo), tuple(hi)  # type: ignore[return-value]
 
 
 def make_geometry(
