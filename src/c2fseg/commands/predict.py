@@ -83,6 +83,44 @@ def step_override(value: str) -> float | dict[str, float]:
     return out
 
 
+def setting_override(value: str) -> tuple[str, str, object]:
+    """'STAGE.KEY=VALUE' (VALUE as JSON, else a plain string) -> (stage, key, value)."""
+    import json
+
+    name, sep, raw = value.partition("=")
+    stage, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise argparse.ArgumentTypeError(f"{value!r}: use STAGE.KEY=VALUE, e.g. coarse.roi_rule=c2fseg")
+    if stage not in STEP_STAGES:
+        raise argparse.ArgumentTypeError(f"{value!r}: unknown stage {stage!r}; use {', '.join(STEP_STAGES)}")
+    if key not in inference_defaults(stage):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: {key!r} is not an inference setting of the {stage} stage "
+            f"(valid: {', '.join(sorted(inference_defaults(stage)))})")
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = raw.strip()
+    return stage, key, parsed
+
+
+def overrides_of(items: list[tuple[str, str, object]] | None) -> dict[str, dict[str, object]] | None:
+    """Per-stage override dicts from repeated --set options (None when there are none)."""
+    if not items:
+        return None
+    out: dict[str, dict[str, object]] = {}
+    for stage, key, value in items:
+        out.setdefault(stage, {})[key] = value
+    return out
+
+
+SET_HELP = """replace one inference setting of a stage's manifest.json for this run (repeatable); VALUE is
+JSON or a plain word, 'tumor' applies to every tumor model. Examples: coarse.roi_rule=c2fseg
+(c2fseg's ROI rule instead of the published one), tumor.tumor_combination=mean_probability
+(c2fseg's tumor rule), organ.weighting=gaussian (Gaussian tile weights), coarse.min_prob=0.
+The keys are listed in the README ("Stage settings"); the report records what was used"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
@@ -114,6 +152,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "'coarse=1.0,organ=0.5,tumor=0.5' (default: each stage's manifest.json "
                         f"inference.step, written at training: {_defaults_text('step')} unless set "
                         "otherwise)")
+    p.add_argument("--set", dest="settings", type=setting_override, action="append", default=None,
+                   metavar="STAGE.KEY=VALUE", help=SET_HELP)
+    p.add_argument("--voxel-order", choices=("stage", "canonical-LPS", "as-stored"), default="stage",
+                   help="the voxel order every stage is fed: stage (default) as the stage folders "
+                        "say (c2fseg-trained: canonical-LPS; imported nnU-Net and HIASBUAA models: "
+                        "as-stored, as nnU-Net fed them in training); canonical-LPS: reorient every "
+                        "input to c2fseg's canonical axes first (the same volume stored in another "
+                        "voxel order then gives the same world-space result)")
     p.add_argument("--tumor-must-touch-organ", action="store_true",
                    help="drop tumor components that touch no organ voxel")
     p.add_argument("--min-tumor-ml", type=non_negative_float, default=0.0, metavar="ML",
@@ -157,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
             args.input, args.output, weights_dir=args.weights, device=args.device,
             options=options, overwrite=args.overwrite, report_path=args.report, step=args.step,
             precision=args.precision, save_roi_overlay=args.save_roi_overlay,
-            progress=not args.no_progress,
+            progress=not args.no_progress, overrides=overrides_of(args.settings),
+            input_orientation=None if args.voxel_order == "stage" else args.voxel_order,
         )
     except (FolderError, SetupError) as exc:
         raise UsageError(str(exc)) from None

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -88,7 +89,14 @@ class BatchRun:
     step: float | Mapping[str, float] | None = None
     precision: str = "auto"
     save_roi_overlay: bool = False
+    overrides: Mapping[str, Mapping[str, Any]] | None = None  # per-stage inference settings
+    input_orientation: str | None = None  # None: the stage folders' own
     cpu_models: CascadeModels | None = None  # loaded on the first CUDA out-of-memory
+
+    def load(self, device: str, precision: str) -> CascadeModels:
+        """The stage models of this run on ``device`` (its settings overrides applied)."""
+        return load_models(self.weights_dir, device, step=self.step, precision=precision,
+                           overrides=self.overrides, input_orientation=self.input_orientation)
 
 
 def segment_with_fallback(volume: Volume, run: BatchRun) -> tuple[CaseResult, str]:
@@ -106,7 +114,7 @@ def segment_with_fallback(volume: Volume, run: BatchRun) -> tuple[CaseResult, st
         torch.cuda.empty_cache()
     if run.cpu_models is None:
         precision = "fp32" if run.precision == "auto" else run.precision
-        run.cpu_models = load_models(run.weights_dir, "cpu", step=run.step, precision=precision)
+        run.cpu_models = run.load("cpu", precision)
     return segment_volume(volume, run.cpu_models, run.options), note
 
 
@@ -189,12 +197,16 @@ def predict_folder(
     precision: str = "auto",
     save_roi_overlay: bool = False,
     progress: bool = True,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    input_orientation: str | None = None,
 ) -> RunReport:
     """Segment every CT in ``input_dir`` into ``output_dir`` and return (and write) the run report.
 
     Raises :class:`c2fseg.io.FolderError` (bad input/output folder) or :class:`SetupError`
     (weights, device) before touching any case; per-case problems go into the report. Raises
     :class:`~c2fseg.fileutil.WriteError` at the end when the run report cannot be written.
+    ``overrides`` (``{"coarse": {"roi_rule": "c2fseg"}, "tumor": {...}}``) replace stage-folder
+    inference settings; ``input_orientation`` the voxel order fed to every stage.
     """
     options = options or CascadeOptions()
     t_start = time.perf_counter()
@@ -209,14 +221,16 @@ def predict_folder(
     resolved = setup_device(device)
     out_dir = check_output_dir(input_dir, output_dir)  # created and checked writable
     torch.manual_seed(SEED)
-    run = BatchRun(load_models(weights, resolved, step=step, precision=precision), weights,
-                   resolved, options, step=step, precision=precision,
-                   save_roi_overlay=save_roi_overlay)
+    run = BatchRun(None, weights, resolved, options, step=step, precision=precision,  # type: ignore[arg-type]
+                   save_roi_overlay=save_roi_overlay, overrides=overrides,
+                   input_orientation=input_orientation)
+    run.models = run.load(resolved, precision)
     report = RunReport(
         str(Path(input_dir).resolve()), str(out_dir), str(weights.resolve()),
         environment=environment_info(resolved),
         options=run_options(options, device_requested=device, step=step, precision=precision,
                             overwrite=overwrite, tumor_models=len(run.models.tumors),
+                            overrides=overrides, input_orientation=run.models.input_orientation,
                             stages=settings_used(run.models, options)),
     )
     loop = CaseLoop(OutputRecords(out_dir, PRODUCER), "predict", overwrite=overwrite,

@@ -7,6 +7,7 @@ raises :class:`SetupError` (a usage error) naming what is missing or unusable.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -89,23 +90,29 @@ def load_models(
     step: float | Mapping[str, float] | None = None,
     precision: str = "auto",
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    input_orientation: str | None = None,
 ) -> CascadeModels:
     """Load every stage model once (they stay in memory for the whole batch).
 
     Each model runs with its stage folder's inference settings; ``step`` (one value or per
     stage) and ``overrides`` (``{"coarse": {"min_prob": 0.1}, ...}``, per stage name) replace
-    some of them. The tumor models must agree on how they are combined.
+    some of them. The tumor models must agree on how they are combined, and all stages on the
+    voxel order they are fed (``input_orientation`` replaces the stage folders' for all).
     """
     from c2fseg.infer.stage_model import StageModel
 
     def load(stage_dir: Path):
         stage = stage_dir.name.split("_")[0]
-        given = {**(overrides or {}).get(stage, {}), "step": step_for(step, stage)}
+        given = dict((overrides or {}).get(stage, {}))
+        if step_for(step, stage) is not None:  # --step wins over a --set STAGE.step
+            given["step"] = step_for(step, stage)
         try:
             model = StageModel.load(stage_dir, device, precision=precision, **given)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise SetupError(f"cannot load the {stage_dir.name} model from {stage_dir}: {exc}") from exc
         check_stage_folder(model.stage, stage_dir)
+        if input_orientation is not None:
+            model.spec = dataclasses.replace(model.spec, input_orientation=input_orientation)
         return model
 
     models = CascadeModels(
@@ -115,6 +122,7 @@ def load_models(
     )
     try:
         check_ensemble({str(m.source or m.stage): m.inference for m in models.tumors})
-    except SettingsError as exc:
+        models.input_orientation  # noqa: B018 (raises when the stages disagree)
+    except (SettingsError, ValueError) as exc:
         raise SetupError(str(exc)) from None
     return models
