@@ -98,22 +98,25 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict:
 
 def v1_state_dict(checkpoint: dict, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The network weights of an nnU-Net v1 trainer checkpoint (``state_dict``), prefixes stripped."""
-    if "state_dict" not in checkpoint:
-        hint = ("it is an nnU-Net v2 checkpoint: import its results folder as nnU-Net v2"
-                if "network_weights" in checkpoint else
-                f"its keys are {', '.join(map(str, list(checkpoint)[:6]))}")
-        raise ConversionError(f"{path}: not an nnU-Net v1 trainer checkpoint (no 'state_dict'); {hint}")
-    return _tensors(checkpoint["state_dict"], path)
+    return _weights_under(checkpoint, path, "state_dict", "an nnU-Net v1 trainer checkpoint",
+                          "network_weights", "it is an nnU-Net v2 checkpoint: import its results "
+                          "folder as nnU-Net v2")
 
 
 def v2_state_dict(checkpoint: dict, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The network weights of an nnU-Net v2 checkpoint (``network_weights``), prefixes stripped."""
-    if "network_weights" not in checkpoint:
-        hint = ("it is an nnU-Net v1 trainer checkpoint: import it as nnU-Net v1"
-                if "state_dict" in checkpoint else
-                f"its keys are {', '.join(map(str, list(checkpoint)[:6]))}")
-        raise ConversionError(f"{path}: not an nnU-Net v2 checkpoint (no 'network_weights'); {hint}")
-    return _tensors(checkpoint["network_weights"], path)
+    return _weights_under(checkpoint, path, "network_weights", "an nnU-Net v2 checkpoint",
+                          "state_dict", "it is an nnU-Net v1 trainer checkpoint: import it as nnU-Net v1")
+
+
+def _weights_under(checkpoint: dict, path: str | os.PathLike, key: str, what: str,
+                   other_key: str, other_hint: str) -> dict[str, torch.Tensor]:
+    """``checkpoint[key]`` as tensors, or a ConversionError saying what the file is instead."""
+    if key not in checkpoint:
+        hint = other_hint if other_key in checkpoint else \
+            f"its keys are {', '.join(map(str, list(checkpoint)[:6]))}"
+        raise ConversionError(f"{path}: not {what} (no {key!r}); {hint}")
+    return _tensors(checkpoint[key], path)
 
 
 def _tensors(state: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
