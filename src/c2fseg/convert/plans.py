@@ -11,23 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from c2fseg.convert.architecture import UNetArchitecture
+from c2fseg.plans import network_plans
 
 CT_KEYS = ("mean", "std", "percentile_00_5", "percentile_99_5")
-
-
-def _resampling() -> dict:
-    """nnU-Net's default resampling entries (c2fseg resamples itself; nnU-Net tools need them)."""
-    def kwargs(is_seg: bool, order: int) -> dict:
-        return {"is_seg": is_seg, "order": order, "order_z": 0, "force_separate_z": None}
-
-    return {
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": kwargs(False, 3),
-        "resampling_fn_seg_kwargs": kwargs(True, 1),
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": kwargs(False, 1),
-    }
 
 
 def make_plans(
@@ -39,7 +25,6 @@ def make_plans(
     transpose_forward: Sequence[int] = (0, 1, 2),
     configuration: str = "3d_fullres",
     dataset_name: str = "Dataset000_Imported",
-    plans_name: str = "nnUNetPlans",
     median_shape: Sequence[int] | None = None,
     batch_size: int = 2,
 ) -> dict:
@@ -56,36 +41,14 @@ def make_plans(
     fwd = [int(a) for a in transpose_forward]
     if sorted(fwd) != [0, 1, 2]:
         raise ValueError(f"transpose_forward {fwd} is not a permutation of 0, 1, 2")
-    bwd = sorted(range(3), key=fwd.__getitem__)
-    shape = [int(v) for v in (median_shape or patch_size)]
-    config = {
-        "data_identifier": f"{plans_name}_{configuration}",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(batch_size),
-        "patch_size": [int(v) for v in patch_size],
-        "median_image_size_in_voxels": shape,
-        "spacing": [float(v) for v in spacing],
-        "normalization_schemes": ["CTNormalization"],
-        "use_mask_for_norm": [False],
-        **_resampling(),
-        "architecture": arch.plans_entry(),
-        "batch_dice": False,
-    }
-    return {
-        "dataset_name": dataset_name,
-        "plans_name": plans_name,
-        "original_median_spacing_after_transp": [float(v) for v in spacing],
-        "original_median_shape_after_transp": shape,
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": fwd,
-        "transpose_backward": bwd,
-        "configurations": {configuration: config},
-        "experiment_planner_used": "c2fseg import",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {
-            "0": {k: float(v) for k, v in ct_statistics.items()}
-        },
-    }
+    plans = network_plans(spacing=spacing, patch_size=patch_size, architecture=arch.plans_entry(),
+                          ct_stats=ct_statistics, configuration=configuration,
+                          dataset_name=dataset_name, transpose_forward=fwd,
+                          median_shape=median_shape or patch_size, batch_size=batch_size)
+    plans["experiment_planner_used"] = "c2fseg import"
+    given = {k: float(v) for k, v in ct_statistics.items()}  # keep a model's own median/min/max
+    plans["foreground_intensity_properties_per_channel"]["0"].update(given)
+    return plans
 
 
 def make_dataset_json(
