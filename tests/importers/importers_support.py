@@ -67,6 +67,7 @@ def nnunet_results_folder(root: Path, plans: dict, dataset_json: dict, seed: int
         mp.setattr(trainer_module, "nnUNet_preprocessed", str(root / "preprocessed"))
         trainer = trainer_module.nnUNetTrainer(plans, "3d_fullres", 0, dataset_json,
                                                device=torch.device("cpu"))
+    torch.manual_seed(seed)  # nnU-Net initialises the network from the global generator
     trainer.initialize()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
