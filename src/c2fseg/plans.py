@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 
-from c2fseg.labels import NAME_TO_ID
+from c2fseg.labels import LABELS, NAME_TO_ID
+
+LABEL_IDS = frozenset(LABELS)
 
 #: nnU-Net v2's plain U-Net (the architecture every c2fseg stage uses).
 PLAIN_CONV_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -84,11 +86,39 @@ def ct_statistics(plans: Mapping, configuration: str) -> dict[str, float]:
     return {k: float(props[k]) for k in CT_STATISTICS_KEYS}
 
 
+#: dataset.json key of an explicit network channel -> FLARE label map (``c2fseg import nnunet
+#: --labels``): one FLARE id per channel, 0 for a channel that is dropped (becomes background).
+CHANNEL_LABELS_KEY = "c2fseg_channel_labels"
+
+
+def _explicit_channel_labels(value: object, n_channels: int) -> tuple[int, ...]:
+    """The checked :data:`CHANNEL_LABELS_KEY` list of a dataset.json."""
+    if (not isinstance(value, list) or len(value) != n_channels
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)):
+        raise PlansError(f"dataset.json {CHANNEL_LABELS_KEY} must list one FLARE label id per "
+                         f"network channel ({n_channels}), got {value!r}")
+    if value[0] != 0 or any(v not in LABEL_IDS for v in value):
+        raise PlansError(f"dataset.json {CHANNEL_LABELS_KEY} {value}: channel 0 must be background "
+                         f"(0) and every id a FLARE23 label 0-{max(LABEL_IDS)}")
+    kept = [v for v in value if v != 0]
+    if len(kept) != len(set(kept)):
+        raise PlansError(f"dataset.json {CHANNEL_LABELS_KEY} {value} gives a FLARE label to "
+                         "several channels; map each FLARE label from one channel")
+    return tuple(int(v) for v in value)
+
+
 def channel_labels_from_dataset(dataset_json: Mapping) -> tuple[int, ...]:
-    """Network channel index -> FLARE label id, from the label names in dataset.json."""
+    """Network channel index -> FLARE label id, from the label names in dataset.json.
+
+    A dataset.json with :data:`CHANNEL_LABELS_KEY` (an imported model whose labels are not
+    FLARE's) gives the map explicitly; its channels mapped to 0 are dropped: a voxel whose
+    argmax is such a channel becomes background.
+    """
     labels = dataset_json.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise PlansError("dataset.json has no 'labels' mapping")
+    if CHANNEL_LABELS_KEY in dataset_json:
+        return _explicit_channel_labels(dataset_json[CHANNEL_LABELS_KEY], len(labels))
     by_channel: dict[int, int] = {}
     for name, channel in labels.items():
         if not isinstance(channel, int):

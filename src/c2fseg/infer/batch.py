@@ -173,6 +173,13 @@ def skipped_entry(case: CaseInput, out: Path, record: dict) -> CaseReport:
 # --------------------------------------------------------------------------- batch
 
 
+def pipeline_name(models: CascadeModels) -> str:
+    """The pipeline a run follows: its coarse stage's manifest ``extra.pipeline`` (an imported
+    release, e.g. "hiasbuaa-flare23"), else "c2fseg"."""
+    manifest = getattr(models.coarse, "manifest", None) or {}
+    return str((manifest.get("extra") or {}).get("pipeline") or "c2fseg")
+
+
 def run_options(options: CascadeOptions, **extra) -> dict:
     """Options recorded in the report: cascade options, seed and determinism flags."""
     flags = {
@@ -231,6 +238,7 @@ def predict_folder(
         options=run_options(options, device_requested=device, step=step, precision=precision,
                             overwrite=overwrite, tumor_models=len(run.models.tumors),
                             overrides=overrides, input_orientation=run.models.input_orientation,
+                            pipeline=pipeline_name(run.models),
                             stages=settings_used(run.models, options)),
     )
     loop = CaseLoop(OutputRecords(out_dir, PRODUCER), "predict", overwrite=overwrite,
