@@ -34,6 +34,7 @@ __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXI
 ORDER: tuple[str, ...] = (
     "demo",
     "predict",
+    "import",
     "phantom",
     "view",
     "split",
