@@ -356,3 +356,22 @@ def test_case_sources_without_splits_find_any_extension(tmp_path):
     assert (n.image, n.label, n.pseudo) == (data / "imagesTr/n_0000.nii.gz", None,
                                             data / "pseudo/n.nii")
     assert ghost.image == data / "imagesTr" / "ghost_0000.nii.gz" and not ghost.image.exists()
+
+
+def test_ct_clip_is_written_recorded_and_rebuilds(tmp_path):
+    ct = _case(tmp_path / "data", "a", _full_labels())
+    assert ct.min() < -325 and ct.max() > 100
+    out = tmp_path / "raw"
+    plain = build_stage_dataset("coarse", tmp_path / "data", ["a"], out, margin=3, progress=False)
+    clipped = build_stage_dataset("coarse", tmp_path / "data", ["a"], out, margin=3, progress=False,
+                                  ct_clip=[-325, 100])
+    img = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "imagesTr" / "a_0000.nii.gz")))
+    assert np.array_equal(img, np.clip(ct[9:18], -325, 100))  # rewritten with the clip
+    assert clipped["ct_clip"] == [-325.0, 100.0] and plain["ct_clip"] is None
+    assert clipped["hash"] != plain["hash"]  # plans and preprocessing are redone
+    again = build_stage_dataset("coarse", tmp_path / "data", ["a"], out, margin=3, progress=False)
+    assert again["hash"] == plain["hash"]
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "imagesTr" / "a_0000.nii.gz"))),
+                          ct[9:18])
+    with pytest.raises(ValueError, match="low < high"):
+        build_stage_dataset("coarse", tmp_path / "data", ["a"], out, progress=False, ct_clip=[5, 5])

@@ -37,6 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="where to write the splits (outside DATA_DIR)")
     p.add_argument("--folds", type=folds_count, default=5, help="number of folds (default 5)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="shuffle seed (default 0)")
+    p.add_argument("--cases", action="append", type=Path, default=[], metavar="LIST.json",
+                   help="a case list (e.g. data_split/hiasbuaa_coarse.json) that fixes its stage's "
+                        "cases and fold: the stage trains on the listed cases found in DATA_DIR, "
+                        "and the list's fold becomes fold 0 of that stage (--fold 0 trains on its "
+                        "train part). Listed cases missing from DATA_DIR or in another group than "
+                        "the list says are reported as problems. Repeat for several stages")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="parallel processes (default: min(4, CPUs))")
     p.set_defaults(func=run)
@@ -48,15 +54,34 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.resolve().is_relative_to(args.data_dir.resolve()):
         raise UsageError(f"{args.out} is inside the input folder {args.data_dir}; write it elsewhere")
+    from c2fseg.data.case_list import load_case_list
+
     try:
-        splits = build_splits(args.data_dir, folds=args.folds, seed=args.seed, workers=args.workers)
+        lists = [load_case_list(path) for path in args.cases]
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    stages = [doc["stage"] for doc in lists]
+    if len(set(stages)) != len(stages):
+        raise UsageError(f"--cases: more than one case list for the same stage ({', '.join(stages)})")
+    try:
+        splits = build_splits(args.data_dir, folds=args.folds, seed=args.seed, workers=args.workers,
+                              case_lists=lists)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     write_splits(splits, args.out)
     counts = splits["counts"]
     print("  ".join(f"{g}: {counts[g]}" for g in ("G1", "G2", "G3", "G4", "G5", "G6")))
     for stage, entry in splits["stages"].items():
-        print(f"stage {stage:<7} {len(entry['cases'])} cases, {splits['folds']} folds")
+        listed = entry.get("case_list")
+        if listed is None:
+            print(f"stage {stage:<7} {len(entry['cases'])} cases, {splits['folds']} folds")
+            continue
+        fold = entry["folds"][0]
+        print(f"stage {stage:<7} {len(entry['cases'])} of {listed['listed']} listed cases "
+              f"({listed['file']}), 1 fold (fold 0 = the list's {listed['fold_name']}: "
+              f"{len(fold['train'])} train / {len(fold['val'])} val); "
+              f"{len(listed['missing'])} missing from the data, "
+              f"{len(listed['wrong_group'])} not in {listed['group']}")
     for problem in splits["problems"]:
         print(f"problem: {problem['case']}: {problem['kind']}: {problem['reason']}")
     for warning in splits["warnings"]:

@@ -92,7 +92,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", type=fold_value, default="all",
                    help="'all' (default: train on every case) or a fold number 0..K-1, where K is the "
                         "number of folds in splits.json (`c2fseg split --folds`, default 5)")
-    p.add_argument("--tiny", action="store_true", help=tiny_text())
+    p.add_argument("--tiny", action="store_true", help=tiny_text() + "; the same as --config tiny")
+    p.add_argument("--config", choices=tuple(load_defaults()["configs"]), default=None,
+                   help="training configuration in stage_defaults.json (default 'default'); "
+                        "'hiasbuaa' is the published FLARE23 recipe (docs/training.md): its "
+                        "spacing and patch, mirroring on all axes, CT clipped to [-325, 325], and "
+                        "the published pipeline's inference settings in the export")
+    p.add_argument("--variant", type=positive_int, default=None, metavar="N",
+                   help="tumor stage only: train a further tumor model N >= 2 (its own settings, "
+                        "e.g. the hiasbuaa config's tumor_2 patch) and export WEIGHTS/tumor_N/; "
+                        "predict uses tumor/, tumor_2/, ... together")
     p.add_argument("--pseudo-labels", type=existing_dir, default=None, metavar="DIR",
                    help="organ pseudo labels for the tumor and organ stages, one file per case named "
                         "<case>.nii.gz or <case>_0000.nii.gz (other image formats c2fseg reads work too); "
@@ -121,14 +130,18 @@ def run(args: argparse.Namespace) -> int:
     from c2fseg.exitcodes import EXIT_ERROR, EXIT_OK, UsageError
     from c2fseg.train.run import TrainingError, TrainingInputError, train_stage
 
+    if args.tiny and args.config not in (None, "tiny"):
+        raise UsageError(f"--tiny is --config tiny; it cannot be combined with --config {args.config}")
+    if args.variant is not None and (args.stage != "tumor" or args.variant < 2):
+        raise UsageError("--variant N: only the tumor stage has variants, numbered 2, 3, ...")
     overrides = {"spacing": args.spacing, "patch": args.patch, "features": args.features,
                  "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch}
     try:
         out = train_stage(
             args.stage, args.data, args.splits, args.work, args.weights, fold=args.fold,
-            config="tiny" if args.tiny else "default", overrides=overrides,
+            config="tiny" if args.tiny else (args.config or "default"), overrides=overrides,
             pseudo_labels=args.pseudo_labels, device=args.device, num_gpus=args.num_gpus,
-            resume=not args.no_resume,
+            resume=not args.no_resume, variant=args.variant,
         )
     except (StageDatasetError, TrainingInputError) as exc:  # data or settings: the user fixes them
         raise UsageError(str(exc)) from None

@@ -222,7 +222,7 @@ def kfold(cases: list[str], strata: dict[str, str], folds: int, seed: int, stage
 
 
 def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
-                 workers: int | None = None) -> dict:
+                 workers: int | None = None, case_lists: list[dict] | None = None) -> dict:
     """Scan a FLARE/nnU-Net raw dataset and return the splits document.
 
     Keys: ``format``/``version``; ``data_dir`` (absolute), ``seed``, ``folds``; ``counts`` per group
@@ -231,7 +231,13 @@ def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
     "groups", "image", "label" (relative to data_dir; label None for G1), "labels_present",
     "annotated", "unlabelled_reason" (set for a G1 case whose label file holds only
     background)}``; ``problems`` = [{"case", "kind", "reason"}]; ``warnings``.
+
+    ``case_lists`` (from :func:`c2fseg.data.case_list.load_case_list`) fix a stage's cases and
+    its one fold (fold 0); listed cases missing from the data or in another group than the list
+    says are added to ``problems`` (see :func:`c2fseg.data.case_list.apply_case_list`).
     """
+    from c2fseg.data.case_list import apply_case_list
+
     if folds < 2:
         raise ValueError(f"folds must be >= 2 (got {folds})")
     data_dir = Path(data_dir).resolve()
@@ -245,9 +251,16 @@ def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
         "tumor": [i.case for i in good if "G4" in i.groups],
         "organ": [i.case for i in good],
     }
+    stages = {stage: {"cases": cases, "folds": kfold(cases, group_of, folds, seed, stage)}  # type: ignore[arg-type]
+              for stage, cases in members.items()}
+    groups_of = {i.case: list(i.groups) for i in good}
+    for doc in case_lists or []:
+        stages[doc["stage"]], listed_problems = apply_case_list(doc, groups_of)
+        problems += listed_problems
     warnings = [
-        f"stage {stage} has {len(cases)} case(s), fewer than {folds} folds: some folds have no "
-        "validation cases" for stage, cases in members.items() if len(cases) < folds
+        f"stage {stage} has {len(entry['cases'])} case(s), fewer than {folds} folds: some folds "
+        "have no validation cases" for stage, entry in stages.items()
+        if "case_list" not in entry and len(entry["cases"]) < folds
     ]
     background_only = [i.case for i in good if i.unlabelled_reason]
     if background_only:
@@ -262,10 +275,7 @@ def build_splits(data_dir: str | os.PathLike, folds: int = 5, seed: int = 0,
         "folds": folds,
         "counts": {g: sum(g in i.groups for i in good) for g in GROUPS}
         | {"cases": len(good), "problems": len(problems)},
-        "stages": {
-            stage: {"cases": cases, "folds": kfold(cases, group_of, folds, seed, stage)}  # type: ignore[arg-type]
-            for stage, cases in members.items()
-        },
+        "stages": stages,
         "cases": {i.case: _case_record(i, data_dir) for i in good},
         "problems": sorted(problems, key=lambda p: (p["case"], p["kind"])),
         "warnings": warnings,
@@ -323,6 +333,9 @@ def validate_splits(splits: dict, where: str = "splits") -> None:
         cases = set(entry["cases"])
         if cases - known:
             raise bad(f"stage {stage!r} lists unknown cases {sorted(cases - known)[:5]}")
+        if "case_list" in entry:
+            _check_listed_folds(entry, stage, bad)
+            continue
         if len(entry["folds"]) != splits["folds"]:
             raise bad(f"stage {stage!r} has {len(entry['folds'])} folds, expected {splits['folds']}")
         vals = [c for fold in entry["folds"] for c in fold["val"]]
@@ -331,3 +344,13 @@ def validate_splits(splits: dict, where: str = "splits") -> None:
         for k, fold in enumerate(entry["folds"]):
             if set(fold["train"]) != cases - set(fold["val"]):
                 raise bad(f"stage {stage!r} fold {k}: train is not the stage cases minus val")
+
+
+def _check_listed_folds(entry: dict, stage: str, bad) -> None:
+    """A case-list stage: each fold's train and val are disjoint and together the stage cases."""
+    cases = set(entry["cases"])
+    for k, fold in enumerate(entry["folds"]):
+        train, val = set(fold["train"]), set(fold["val"])
+        if train & val or train | val != cases:
+            raise bad(f"stage {stage!r} fold {k} (from a case list): train and val must split the "
+                      "stage cases")

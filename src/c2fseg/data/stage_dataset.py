@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,14 +315,21 @@ def _cropped_origin(volume, lo: int) -> tuple[float, float, float]:
     return (ox, oy, oz + lo * volume.spacing[0])
 
 
-def _ct_for_writing(ct: np.ndarray) -> np.ndarray:
-    """int16 when the CT holds whole HU values in range (4x smaller files), float32 otherwise."""
+def _ct_for_writing(ct: np.ndarray, clip: Sequence[float] | None = None) -> np.ndarray:
+    """int16 when the CT holds whole HU values in range (4x smaller files), float32 otherwise.
+
+    ``clip`` = (low, high) HU clips the CT first, so nnU-Net computes its intensity statistics
+    and normalises on the clipped values (the published FLARE23 recipe clips to [-325, 325]).
+    """
+    if clip is not None:
+        ct = np.clip(ct, float(clip[0]), float(clip[1]))
     if ct.size and ct.min() >= -32768 and ct.max() <= 32767 and np.array_equal(ct, np.round(ct)):
         return ct.astype(np.int16)
     return ct.astype(np.float32)
 
 
-def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int) -> dict:
+def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int,
+               ct_clip: Sequence[float] | None = None) -> dict:
     """Write one case's canonical, z-cropped image and target; return its summary.
 
     Raises EmptyTargetError (nothing written) when the target has no label of the stage.
@@ -341,7 +348,7 @@ def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int) -> dict
     geom = _canonical_geometry(
         (bounds[1] - bounds[0], *ct.shape[1:]), ct.spacing, _cropped_origin(ct, bounds[0])
     )
-    write_volume(_ct_for_writing(crop_z(ct.array, bounds)), geom, out_dir / "imagesTr" / (src.case + IMAGE_SUFFIX))
+    write_volume(_ct_for_writing(crop_z(ct.array, bounds), ct_clip), geom, out_dir / "imagesTr" / (src.case + IMAGE_SUFFIX))
     write_volume(crop_z(target, bounds), geom, out_dir / "labelsTr" / (src.case + LABEL_SUFFIX))
     return {"z_range": list(bounds), "labels": sorted(int(v) for v in np.unique(target))}
 
@@ -356,7 +363,8 @@ def _load_record(out_dir: Path) -> dict:
 def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable[str],
                         out_dir: str | os.PathLike, *, pseudo_dir: str | os.PathLike | None = None,
                         margin: int = 10, progress: bool = True,
-                        case_files: Mapping[str, Mapping] | None = None) -> dict:
+                        case_files: Mapping[str, Mapping] | None = None,
+                        ct_clip: Sequence[float] | None = None) -> dict:
     """Write ``out_dir`` (imagesTr, labelsTr, dataset.json) for ``stage`` from ``cases``.
 
     ``case_files`` is the splits document's ``cases`` entry (image/label paths relative to
@@ -367,6 +375,7 @@ def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable
     is left does the build fail. Returns the build record (per case summary under ``cases``,
     ``skipped``, and a ``hash`` of the whole dataset used to decide whether planning and
     preprocessing are up to date). Raises StageDatasetError listing every bad case.
+    ``ct_clip`` = (low, high) HU clips every CT written (recorded: a changed clip rebuilds).
     """
     from tqdm import tqdm
 
@@ -380,10 +389,13 @@ def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable
     check_sources(stage, sources)
 
     old = _load_record(out_dir)
-    same_build = old.get("version") == BUILD_VERSION and old.get("margin") == margin
+    clip = _check_clip(ct_clip)
+    same_build = (old.get("version") == BUILD_VERSION and old.get("margin") == margin
+                  and old.get("ct_clip") == clip)
     old_cases = old.get("cases", {}) if same_build else {}
     old_skipped = old.get("skipped", {}) if same_build else {}
-    record: dict = {"version": BUILD_VERSION, "stage": stage, "margin": margin, "cases": {}, "skipped": {}}
+    record: dict = {"version": BUILD_VERSION, "stage": stage, "margin": margin, "ct_clip": clip,
+                    "cases": {}, "skipped": {}}
     problems = []
     for src in tqdm(sources, desc=f"{stage} dataset", unit="case", disable=not progress):
         sig = src.signature()
@@ -397,7 +409,7 @@ def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable
             record["skipped"][src.case] = old_skipped[src.case]
             continue
         try:
-            record["cases"][src.case] = {"sources": sig, **build_case(stage, src, out_dir, margin)}
+            record["cases"][src.case] = {"sources": sig, **build_case(stage, src, out_dir, margin, clip)}
         except EmptyTargetError as exc:
             record["skipped"][src.case] = {"sources": sig, "reason": str(exc)}
         except (ImageReadError, ValueError) as exc:
@@ -413,7 +425,8 @@ def build_stage_dataset(stage: str, data_dir: str | os.PathLike, cases: Iterable
             f"(first: {next(iter(record['skipped']))}: {next(iter(record['skipped'].values()))['reason']}). "
             "Check the labels (and pseudo labels) of these cases."
         )
-    record["hash"] = hashlib.sha256(json.dumps(record["cases"], sort_keys=True).encode()).hexdigest()
+    hashed = record["cases"] if clip is None else {"cases": record["cases"], "ct_clip": clip}
+    record["hash"] = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
     write_json_atomic(out_dir / "dataset.json", stage_dataset_json(stage, len(record["cases"])))
     write_json_atomic(out_dir / RECORD, record)
     return record
@@ -430,3 +443,13 @@ def _remove_stale_cases(out_dir: Path, keep: set[str]) -> None:
         for f in folder.glob("*" + suffix) if folder.is_dir() else ():
             if f.name[: -len(suffix)] not in keep:
                 f.unlink()
+
+
+def _check_clip(ct_clip: Sequence[float] | None) -> list[float] | None:
+    """``ct_clip`` as [low, high] floats (None: no clip); ValueError unless low < high."""
+    if ct_clip is None:
+        return None
+    low, high = (float(v) for v in ct_clip)
+    if not low < high:
+        raise ValueError(f"ct_clip must be [low, high] HU with low < high, got {list(ct_clip)}")
+    return [low, high]

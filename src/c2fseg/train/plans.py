@@ -34,9 +34,20 @@ BASE_CONFIGURATION = "3d_fullres"
 PREPROCESSING_KEYS = ("spacing", "resampling")
 
 
-def configuration_name(stage: str) -> str:
-    """Name of the stage's configuration inside the plans, e.g. ``c2fseg_coarse``."""
-    return f"c2fseg_{check_stage(stage)}"
+def export_name(stage: str, variant: int | None = None) -> str:
+    """Folder name of a stage's model: ``tumor``, or ``tumor_2`` for ``variant`` 2 (a second
+    model of the stage, trained with its own settings and folders, an ensemble member)."""
+    check_stage(stage)
+    if variant is None or int(variant) == 1:
+        return stage
+    if stage != "tumor" or int(variant) < 2:
+        raise ValueError(f"variant {variant!r}: only the tumor stage has variants, numbered 2, 3, ...")
+    return f"{stage}_{int(variant)}"
+
+
+def configuration_name(stage: str, variant: int | None = None) -> str:
+    """Name of the stage's configuration inside the plans, e.g. ``c2fseg_coarse``, ``c2fseg_tumor_2``."""
+    return f"c2fseg_{export_name(stage, variant)}"
 
 
 def dataset_name(stage: str, defaults: Mapping | None = None) -> str:
@@ -46,8 +57,10 @@ def dataset_name(stage: str, defaults: Mapping | None = None) -> str:
 
 
 def resolve_settings(stage: str, config: str = "default", overrides: Mapping | None = None,
-                     defaults: Mapping | None = None) -> dict:
+                     defaults: Mapping | None = None, variant: int | None = None) -> dict:
     """Flat settings dict for ``stage``: config base, then stage values, then ``overrides``.
+
+    A ``variant`` (e.g. 2 for ``tumor_2``) adds the config's ``tumor_2`` values over the stage's.
 
     ``overrides`` with value None are ignored (an unset command-line flag); unknown keys raise
     ValueError naming the valid ones.
@@ -57,7 +70,10 @@ def resolve_settings(stage: str, config: str = "default", overrides: Mapping | N
     configs = defaults["configs"]
     if config not in configs:
         raise ValueError(f"unknown training config {config!r}; choose one of {', '.join(configs)}")
+    name = export_name(stage, variant)
     settings = {**configs[config]["base"], **configs[config].get(stage, {})}
+    if name != stage:
+        settings.update(configs[config].get(name, {}))
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -80,6 +96,20 @@ def _check_settings(s: Mapping) -> None:
             raise ValueError(f"{key} must be >= 1, got {s[key]}")
     if s["optimizer"] not in ("sgd", "adamw"):
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {s['optimizer']!r}")
+    clip = s.get("ct_clip")
+    if clip is not None and (len(clip) != 2 or not float(clip[0]) < float(clip[1])):
+        raise ValueError(f"ct_clip must be [low, high] HU with low < high (or null), got {clip}")
+
+
+def config_inference(stage: str, config: str = "default", defaults: Mapping | None = None) -> dict:
+    """Inference settings a config gives its exported stages (its ``inference`` block: ``all``
+    then the stage's values); empty for configs without one (the stage defaults apply)."""
+    check_stage(stage)
+    defaults = defaults or load_defaults()
+    block = defaults["configs"][config].get("inference", {})
+    if not block:
+        return {}
+    return copy.deepcopy({**block.get("all", {}), **block.get(stage, {})})
 
 
 def settings_hash(settings: Mapping, keys: tuple[str, ...]) -> str:
@@ -112,7 +142,8 @@ def _fit_patch(patch, median_shape) -> list[int]:
     return [int(max(8, min(p, np.ceil(m)))) for p, m in zip(patch, median_shape, strict=True)]
 
 
-def stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
+def stage_configuration(plans: Mapping, stage: str, settings: Mapping,
+                        variant: int | None = None) -> dict:
     """The ``c2fseg_<stage>`` configuration for ``plans`` (from nnU-Net's planner) and settings."""
     base = resolve_configuration(plans, BASE_CONFIGURATION)
     base_spacing = np.array(base["spacing"], dtype=float)
@@ -140,10 +171,10 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
     tag = settings_hash({"spacing": spacing_list, "resampling": resampling}, PREPROCESSING_KEYS)
     training_keys = ("epochs", "iters_per_epoch", "val_iters_per_epoch", "optimizer", "lr",
                      "weight_decay", "cpu_bf16", "save_every", "final_validation", "mirror_axes",
-                     "augmentation")
+                     "augmentation", "ct_clip")
     return {
         "inherits_from": BASE_CONFIGURATION,
-        "data_identifier": f"{configuration_name(stage)}_{tag}",
+        "data_identifier": f"{configuration_name(stage)}_{tag}",  # variants share the data
         "spacing": spacing_list,
         "patch_size": patch,
         "batch_size": int(settings["batch_size"]),
@@ -154,16 +185,19 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
         "resampling_fn_probabilities_kwargs": dict(resampling["probabilities"]),
         "c2fseg": {
             "stage": stage,
+            "variant": export_name(stage, variant),
             "settings": dict(settings),
             "training": {k: settings[k] for k in training_keys},
         },
     }
 
 
-def add_stage_configuration(plans: Mapping, stage: str, settings: Mapping) -> dict:
-    """A copy of ``plans`` with the stage configuration added (or replaced)."""
+def add_stage_configuration(plans: Mapping, stage: str, settings: Mapping,
+                            variant: int | None = None) -> dict:
+    """A copy of ``plans`` with the stage (or variant) configuration added (or replaced)."""
     out = copy.deepcopy(dict(plans))
-    out["configurations"][configuration_name(stage)] = stage_configuration(plans, stage, settings)
+    out["configurations"][configuration_name(stage, variant)] = stage_configuration(
+        plans, stage, settings, variant)
     return out
 
 

@@ -179,13 +179,15 @@ def _our_manifest(folder: Path, stage: str) -> dict | None:
     return manifest if manifest.get("stage") == stage else None
 
 
-def check_export_target(weights_dir: Path, stage: str) -> None:
+def check_export_target(weights_dir: Path, stage: str, folder: str | None = None) -> None:
     """Refuse (before any long work) an export that would have to delete files c2fseg did not write.
 
-    An existing ``weights/<stage>`` is moved to ``weights/<stage>.previous``; an older
-    ``.previous`` is replaced only if it is an intact c2fseg export of the stage.
+    An existing ``weights/<folder>`` (default: the stage name) is moved to
+    ``weights/<folder>.previous``; an older ``.previous`` is replaced only if it is an intact
+    c2fseg export of the stage.
     """
-    final, prev = Path(weights_dir) / stage, previous_dir(weights_dir, stage)
+    folder = folder or stage
+    final, prev = Path(weights_dir) / folder, previous_dir(weights_dir, folder)
     if final.exists() and prev.exists() and _our_manifest(prev, stage) is None:
         raise TrainingInputError(
             f"{prev} exists and is not an intact c2fseg export of the {stage} stage (no valid "
@@ -194,25 +196,27 @@ def check_export_target(weights_dir: Path, stage: str) -> None:
         )
 
 
-def _swap_in(tmp: Path, weights_dir: Path, stage: str, source_sha: str) -> Path:
-    """Put the finished export ``tmp`` at ``weights/<stage>``, keeping what was there.
+def _swap_in(tmp: Path, weights_dir: Path, stage: str, source_sha: str, folder: str | None = None) -> Path:
+    """Put the finished export ``tmp`` at ``weights/<folder>`` (default: the stage name),
+    keeping what was there.
 
-    A previous export is moved to ``<stage>.previous`` (printed), unless it is a re-export of
+    A previous export is moved to ``<folder>.previous`` (printed), unless it is a re-export of
     the very same training checkpoint, which is simply replaced.
     """
-    final, prev = weights_dir / stage, previous_dir(weights_dir, stage)
-    trash = Path(tempfile.mkdtemp(prefix=f".{stage}.old-", dir=weights_dir))
+    folder = folder or stage
+    final, prev = weights_dir / folder, previous_dir(weights_dir, folder)
+    trash = Path(tempfile.mkdtemp(prefix=f".{folder}.old-", dir=weights_dir))
     try:
         if final.exists():
             current = _our_manifest(final, stage)
             if current is not None and current.get("extra", {}).get("source_checkpoint_sha256") == source_sha:
-                os.replace(final, trash / stage)  # same model exported again: nothing is lost
+                os.replace(final, trash / folder)  # same model exported again: nothing is lost
             else:
-                check_export_target(weights_dir, stage)
+                check_export_target(weights_dir, stage, folder)
                 if prev.exists():
                     os.replace(prev, trash / prev.name)
                 os.replace(final, prev)
-                print(f"[c2fseg] {stage}: the previous {final} was moved to {prev}", flush=True)
+                print(f"[c2fseg] {folder}: the previous {final} was moved to {prev}", flush=True)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(trash, ignore_errors=True)
@@ -220,13 +224,16 @@ def _swap_in(tmp: Path, weights_dir: Path, stage: str, source_sha: str) -> Path:
 
 
 def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cases: list[str],
-                 raw_hash: str, skipped: dict[str, str] | None = None) -> Path:
+                 raw_hash: str, skipped: dict[str, str] | None = None, *,
+                 variant: int | None = None, inference: dict | None = None) -> Path:
     """Copy plans, dataset.json and a slim final checkpoint into ``weights/<stage>/``.
 
     Built in a temporary sibling folder and swapped in only once complete (manifest included,
     written by ``c2fseg.weights.write_manifest``). A previous export is not deleted: it is moved
     to ``weights/<stage>.previous`` (see :func:`check_export_target`). ``skipped`` (cases left
     out of the stage dataset, with the reason) is recorded in the manifest's ``extra``.
+    ``variant`` 2 exports ``weights/tumor_2`` (a tumor model); ``inference`` (the training
+    config's inference block, e.g. the published pipeline's) goes into the manifest.
     """
     import torch
 
@@ -234,11 +241,12 @@ def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cas
 
     run_dir = Path(result["output_folder"])
     base = run_dir.parent
-    config = stage_plans.configuration_name(stage)
+    config = stage_plans.configuration_name(stage, variant)
+    folder = stage_plans.export_name(stage, variant)
     weights_dir.mkdir(parents=True, exist_ok=True)
     source = run_dir / CHECKPOINT_NAME
     source_sha = sha256_file(source)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stage}.new-", dir=weights_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.new-", dir=weights_dir))
     try:
         plans = json.loads((base / "plans.json").read_text(encoding="utf-8"))
         dataset_json = json.loads((base / "dataset.json").read_text(encoding="utf-8"))
@@ -261,8 +269,9 @@ def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cas
             extra={"epochs": slim["current_epoch"], "raw_dataset_hash": raw_hash,
                    "source_checkpoint_sha256": source_sha, "skipped_cases": dict(skipped or {}),
                    "settings": plans["configurations"][config].get("c2fseg", {}).get("settings", {})},
+            inference=inference or None,
         )
-        return _swap_in(tmp, weights_dir, stage, source_sha)
+        return _swap_in(tmp, weights_dir, stage, source_sha, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -271,8 +280,12 @@ def export_stage(result: dict, weights_dir: Path, stage: str, fold, training_cas
 def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weights", *,
                 fold="all", config: str = "default", overrides: dict | None = None,
                 pseudo_labels=None, device: str = "auto", num_gpus: int = 1,
-                resume: bool = True, num_processes: int | None = None) -> Path:
+                resume: bool = True, num_processes: int | None = None,
+                variant: int | None = None) -> Path:
     """Train ``stage`` ("coarse", "tumor", "organ") and export it to ``weights_dir/<stage>``.
+
+    ``variant`` 2 trains a second tumor model (the config's ``tumor_2`` settings, its own
+    nnU-Net configuration and job folder) and exports it to ``weights_dir/tumor_2``.
 
     ``config`` picks the settings in stage_defaults.json ("default" or "tiny"); ``overrides``
     replaces single settings (spacing, patch, features, epochs, iters_per_epoch, ...).
@@ -290,8 +303,9 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
     t0 = time.time()
     data_dir, work_dir, weights_dir = Path(data_dir), Path(work_dir).resolve(), Path(weights_dir)
     splits, fold, settings, defaults = _check_inputs(stage, data_dir, splits_path, fold, config, overrides,
-                                                     device, num_gpus)
-    check_export_target(weights_dir, stage)
+                                                     device, num_gpus, variant)
+    folder = stage_plans.export_name(stage, variant)
+    check_export_target(weights_dir, stage, folder)
     cases = stage_cases(splits, stage)
     if not cases:
         raise TrainingInputError(f"splits list no training cases for the {stage} stage")
@@ -307,34 +321,36 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
             pseudo_dir = coarse_pseudo_labels(stage, data_dir, cases, splits, work_dir, weights_dir, device)
     raw_dir = work_dir / "nnUNet_raw" / name
     record = build_stage_dataset(stage, data_dir, cases, raw_dir, pseudo_dir=pseudo_dir,
-                                 margin=settings["z_margin"], case_files=splits.get("cases"))
+                                 margin=settings["z_margin"], case_files=splits.get("cases"),
+                                 ct_clip=settings.get("ct_clip"))
     skipped = skipped_reasons(record)
     built = sorted(record["cases"])
     _report_skipped(stage, skipped, len(cases))
     t_build = time.time() - t0
 
-    job_dir = work_dir / "jobs" / stage
+    job_dir = work_dir / "jobs" / folder
     if fold != "all":
         write_json_atomic(work_dir / "nnUNet_preprocessed" / name / "splits_final.json",
                           _fold_lists(splits, stage, fold, set(built)))
     job = {
         "stage": stage, "dataset_name": name, "work_dir": str(work_dir), "job_dir": str(job_dir),
         "fold": fold, "device": device, "num_gpus": int(num_gpus), "resume": bool(resume),
-        "settings": settings, "raw_hash": record["hash"],
+        "settings": settings, "raw_hash": record["hash"], "variant": variant,
         "num_processes": int(num_processes or _default_processes()),
     }
     result = _run_worker(job, job_dir)
     t_export = time.time()
-    out = export_stage(result, weights_dir, stage, fold, built, record["hash"], skipped)
+    out = export_stage(result, weights_dir, stage, fold, built, record["hash"], skipped, variant=variant,
+                       inference=stage_plans.config_inference(stage, config, defaults))
     timings = {"build_s": round(t_build, 2), **result, "export_s": round(time.time() - t_export, 2),
                "total_s": round(time.time() - t0, 2), "skipped_cases": skipped}
     write_json_atomic(job_dir / "timings.json", timings)
-    print(f"[c2fseg] {stage}: exported {out} ({timings['total_s']} s in total)", flush=True)
+    print(f"[c2fseg] {folder}: exported {out} ({timings['total_s']} s in total)", flush=True)
     return out
 
 
 def _check_inputs(stage: str, data_dir: Path, splits_path, fold, config: str, overrides, device: str,
-                  num_gpus: int) -> tuple[dict, object, dict, dict]:
+                  num_gpus: int, variant: int | None = None) -> tuple[dict, object, dict, dict]:
     """Splits, fold and settings, checked before any long work; bad ones raise TrainingInputError."""
     from c2fseg.data.groups import load_splits
 
@@ -345,7 +361,7 @@ def _check_inputs(stage: str, data_dir: Path, splits_path, fold, config: str, ov
     try:
         splits = load_splits(splits_path)
         defaults = stage_plans.load_defaults()
-        settings = stage_plans.resolve_settings(stage, config, overrides, defaults)
+        settings = stage_plans.resolve_settings(stage, config, overrides, defaults, variant)
     except (ValueError, FileNotFoundError) as exc:
         raise TrainingInputError(str(exc)) from None
     return splits, _check_fold(fold, splits, stage), settings, defaults

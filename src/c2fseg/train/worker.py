@@ -62,8 +62,8 @@ def plan_and_preprocess(job: dict) -> dict:
         stamp = {"raw_hash": job["raw_hash"], "preprocessed": {}}
         write_json_atomic(pre / STAMP, stamp)
     plans = _read_json(plans_file)
-    plans = add_stage_configuration(plans, stage, job["settings"])
-    config = configuration_name(stage)
+    plans = add_stage_configuration(plans, stage, job["settings"], job.get("variant"))
+    config = configuration_name(stage, job.get("variant"))
     ident = plans["configurations"][config]["data_identifier"]
     if stamp.get("preprocessed", {}).get(ident) != job["raw_hash"] or not (pre / ident).is_dir():
         write_json_atomic(plans_file, plans)
@@ -163,7 +163,7 @@ def build_trainer(job: dict, plans: dict, device):
     from c2fseg.train.trainers import C2fsegTrainer
 
     dataset_json = _read_json(Path(os.environ["nnUNet_preprocessed"]) / job["dataset_name"] / "dataset.json")
-    return C2fsegTrainer(plans, configuration_name(job["stage"]), _fold(job["fold"]), dataset_json, device)
+    return C2fsegTrainer(plans, configuration_name(job["stage"], job.get("variant")), _fold(job["fold"]), dataset_json, device)
 
 
 def output_folder(job: dict) -> Path:
@@ -171,7 +171,7 @@ def output_folder(job: dict) -> Path:
     from c2fseg.train.plans import PLANS_IDENTIFIER, configuration_name
 
     return (Path(os.environ["nnUNet_results"]) / job["dataset_name"]
-            / f"C2fsegTrainer__{PLANS_IDENTIFIER}__{configuration_name(job['stage'])}"
+            / f"C2fsegTrainer__{PLANS_IDENTIFIER}__{configuration_name(job['stage'], job.get('variant'))}"
             / f"fold_{job['fold']}")
 
 
@@ -190,7 +190,7 @@ def check_resumable(checkpoint: Path, plans: dict, job: dict) -> dict:
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     old_plans = ckpt.get("init_args", {}).get("plans")
-    name = configuration_name(job["stage"])
+    name = configuration_name(job["stage"], job.get("variant"))
     old_raw = ckpt.get("c2fseg_raw_hash") or _read_json(checkpoint.parent / "c2fseg_run.json").get("raw_hash")
     reasons = []
     if old_plans is None or architecture_signature(old_plans, name) != architecture_signature(plans, name):
