@@ -104,6 +104,25 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> 
     return write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def read_json_file(path: str | os.PathLike, fix: str) -> Any:
+    """A JSON file's content; FileNotFoundError / ValueError naming the file and ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file; {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); {fix}") from None
+
+
+def check_document(doc: Any, fmt: str, version: int, what: str, bad) -> None:
+    """Raise ``bad(message)`` unless ``doc`` is a dict of ``format`` ``fmt`` and ``version``."""
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise bad(f"not a c2fseg {what} (format must be {fmt!r})")
+    if doc.get("version") != version:
+        raise bad(f"unsupported version {doc.get('version')!r} (expected {version})")
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

@@ -13,10 +13,10 @@ case in another group, or not found in the data, is reported as a problem of the
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from c2fseg.fileutil import check_document, read_json_file
 from c2fseg.labels import check_stage
 
 CASE_LIST_FORMAT = "c2fseg-case-list"
@@ -31,12 +31,7 @@ _GROUPS = ("G1", "G2", "G3", "G4", "G5", "G6")
 def load_case_list(path: str | os.PathLike) -> dict:
     """Read and check a case-list file; ValueError (naming the file and the fix) if it is unusable."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such case-list file (see data_split/README.md)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    doc = read_json_file(path, "see data_split/README.md for the case-list format")
     check_case_list(doc, str(path))
     doc["file"] = str(path)
     return doc
@@ -48,10 +43,7 @@ def check_case_list(doc: dict, where: str = "case list") -> None:
     def bad(msg: str) -> ValueError:
         return ValueError(f"{where}: {msg} (format described in data_split/README.md)")
 
-    if not isinstance(doc, dict) or doc.get("format") != CASE_LIST_FORMAT:
-        raise bad(f"not a c2fseg case list (format must be {CASE_LIST_FORMAT!r})")
-    if doc.get("version") != CASE_LIST_VERSION:
-        raise bad(f"unsupported version {doc.get('version')!r} (expected {CASE_LIST_VERSION})")
+    check_document(doc, CASE_LIST_FORMAT, CASE_LIST_VERSION, "case list", bad)
     try:
         check_stage(doc.get("stage"))
     except ValueError as exc:

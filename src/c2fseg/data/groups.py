@@ -14,14 +14,13 @@ image, unreadable file) are listed with the reason and left out of every stage.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from c2fseg.fileutil import default_workers, write_json_atomic
+from c2fseg.fileutil import check_document, default_workers, read_json_file, write_json_atomic
 from c2fseg.io import LabelValueError, geometry_difference, read_geometry, read_labels
 from c2fseg.io.discover import BAD_NAME, COLLISION, CT_CHANNEL_SUFFIX, case_id_of, find_cases
 from c2fseg.io.errors import ImageReadError, itk_reason
@@ -301,12 +300,7 @@ def write_splits(splits: dict, path: str | os.PathLike) -> Path:
 def load_splits(path: str | os.PathLike) -> dict:
     """Read and validate a splits.json written by ``c2fseg split``."""
     path = Path(path)
-    try:
-        splits = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such splits file; create it with `c2fseg split`") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); recreate it with `c2fseg split`") from None
+    splits = read_json_file(path, "create it with `c2fseg split`")
     validate_splits(splits, str(path))
     return splits
 
@@ -317,10 +311,7 @@ def validate_splits(splits: dict, where: str = "splits") -> None:
     def bad(msg: str) -> ValueError:
         return ValueError(f"{where}: {msg}; recreate it with `c2fseg split`")
 
-    if not isinstance(splits, dict) or splits.get("format") != SPLITS_FORMAT:
-        raise bad(f"not a c2fseg splits file (format must be {SPLITS_FORMAT!r})")
-    if splits.get("version") != SPLITS_VERSION:
-        raise bad(f"unsupported version {splits.get('version')!r} (expected {SPLITS_VERSION})")
+    check_document(splits, SPLITS_FORMAT, SPLITS_VERSION, "splits file", bad)
     missing = [k for k in ("data_dir", "seed", "folds", "counts", "stages", "cases", "problems")
                if k not in splits]
     if missing:
