@@ -62,7 +62,8 @@ def _add_nnunet(sub: argparse._SubParsersAction) -> None:
             "encoders, 2-D models, cascades and region training are refused, saying which). "
             "The stage runs with nnU-Net's own sliding-window settings (Gaussian tile weights, "
             "step 0.5, logits averaged) on the voxels as stored, as nnU-Net does; nnU-Net "
-            "mirrors by default, the imported stage does not (predict --mirror turns it on)."
+            "mirrors by default, the imported stage does not (predict --set STAGE.mirror=true turns "
+            "it on)."
         ),
     )
     p.add_argument("model_dir", type=existing_dir, metavar="DIR", help="the nnU-Net model folder")
