@@ -32,40 +32,87 @@ class BenchCase:
     labels: Path | None = None
 
 
-def phantom_index(seed: int = PHANTOM_SEED, target_slices: int = TARGET_SLICES, tries: int = 40) -> int:
-    """Index of the full-size phantom of ``seed`` whose slice count is closest to the target.
-
-    Only the scan grid is sampled (cheap); the volume is not drawn.
+def phantom_indices(seed: int = PHANTOM_SEED, target_slices: int = TARGET_SLICES, count: int = 1,
+                    tries: int = 40) -> list[int]:
+    """The ``count`` full-size phantom indices of ``seed`` whose slice counts are closest to the
+    target (closest first; ties by index). Only the scan grid is sampled (cheap); no volume is drawn.
     """
     from c2fseg.data.phantom_anatomy import sample_anatomy
     from c2fseg.data.phantom_case import THIN_MM, case_streams, sample_grid
 
-    best, best_gap = 0, None
-    for index in range(tries):
+    gaps = []
+    for index in range(max(tries, count)):
         r_grid, r_anat, *_ = case_streams(seed, index)
         grid = sample_grid(r_grid, sample_anatomy(r_anat, thin_mm=THIN_MM["full"]), "full")
-        gap = abs(grid.shape[0] - target_slices)
-        if best_gap is None or gap < best_gap:
-            best, best_gap = index, gap
-    return best
+        gaps.append((abs(grid.shape[0] - target_slices), index))
+    return [index for _, index in sorted(gaps)[:count]]
 
 
-def full_phantom(cache_dir: str | os.PathLike = DEFAULT_CACHE, seed: int = PHANTOM_SEED) -> BenchCase:
-    """The cached full-size phantom (512 x 512, about 300 slices with tumours); made if missing."""
+def phantom_index(seed: int = PHANTOM_SEED, target_slices: int = TARGET_SLICES, tries: int = 40) -> int:
+    """Index of the full-size phantom of ``seed`` whose slice count is closest to the target."""
+    return phantom_indices(seed, target_slices, 1, tries)[0]
+
+
+def phantom_case(cache_dir: str | os.PathLike, seed: int, index: int, size: str = "full") -> BenchCase:
+    """The cached phantom (seed, index, size) with its labels; generated and written if missing."""
     from c2fseg.data.phantom_case import generate_case
     from c2fseg.io import write_labels, write_volume
 
     cache = Path(cache_dir)
-    index = phantom_index(seed)
-    name = f"phantom_full_s{seed}_i{index}"
+    name = f"phantom_{size}_s{seed}_i{index}"
     image, labels = cache / f"{name}_0000.nii.gz", cache / f"{name}_labels.nii.gz"
     if not (image.is_file() and labels.is_file()):
         cache.mkdir(parents=True, exist_ok=True)
-        print(f"c2fseg bench: generating the full-size phantom {name} in {cache} (once, ~1 min)", flush=True)
-        case = generate_case(seed, index, size="full", tumor=True)
+        print(f"c2fseg bench: generating the {size}-size phantom {name} in {cache} (once, ~20 s)",
+              flush=True)
+        case = generate_case(seed, index, size=size, tumor=True)
         write_labels(case.labels, case.geometry, labels)
         write_volume(np.round(case.image).astype(np.int16), case.geometry, image)
     return BenchCase(name, image, labels)
+
+
+def full_phantom(cache_dir: str | os.PathLike = DEFAULT_CACHE, seed: int = PHANTOM_SEED) -> BenchCase:
+    """The cached full-size phantom (512 x 512, about 300 slices with tumours); made if missing."""
+    return phantom_case(cache_dir, seed, phantom_index(seed), "full")
+
+
+def _phantom_job(args: tuple[str, int, int, str]) -> BenchCase:
+    return phantom_case(*args)
+
+
+def build_phantoms(cache_dir: str | os.PathLike, count: int = 1, size: str = "full",
+                   seed: int = PHANTOM_SEED, workers: int | None = None) -> list[BenchCase]:
+    """``count`` phantoms in the cache, in parallel processes; the first is ``full_phantom``'s.
+
+    Full size: the indices with about ``TARGET_SLICES`` slices; small: indices 0, 1, ...
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    indices = phantom_indices(seed, count=count) if size == "full" else list(range(count))
+    jobs = [(str(cache_dir), seed, index, size) for index in indices]
+    workers = max(1, min(count, workers or os.cpu_count() or 1))
+    if workers == 1:
+        return [_phantom_job(job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_phantom_job, jobs))
+
+
+def link_inputs(cases: list[BenchCase], folder: str | os.PathLike) -> list[Path]:
+    """A ``predict`` input folder holding only the cases' images (hard links, else copies)."""
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for case in cases:
+        target = folder / Path(case.image).name
+        if not target.exists():
+            try:
+                os.link(case.image, target)
+            except OSError:
+                shutil.copyfile(case.image, target)
+        out.append(target)
+    return out
 
 
 def real_case(image: Path = REAL_CT, labels: Path = REAL_LABELS) -> BenchCase | None:
@@ -114,3 +161,32 @@ def box_labels(shape: tuple[int, int, int], box: RoiBox, label: int = 1) -> np.n
     out = np.zeros(shape, dtype=np.uint8)
     out[box.slices] = label
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m c2fseg.bench.cases``: build the phantoms a benchmark needs, before timing."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Generate the benchmark phantoms into a cache "
+                                     "(the GPU script runs this as its own step before any timing).")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--count", type=int, default=1, help="phantoms to build (default 1)")
+    parser.add_argument("--size", choices=("full", "small"), default="full",
+                        help="full: 512x512, ~300 slices (default); small: the dry run's")
+    parser.add_argument("--predict-dir", type=Path, default=None,
+                        help="also link the images (only) into this folder, as predict input")
+    parser.add_argument("--seed", type=int, default=PHANTOM_SEED)
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be >= 1")
+    cases = build_phantoms(args.cache, args.count, args.size, args.seed)
+    linked = link_inputs(cases, args.predict_dir) if args.predict_dir else []
+    print(json.dumps({"bench_case": str(cases[0].image), "bench_labels": str(cases[0].labels),
+                      "cases": [c.name for c in cases], "predict_inputs": [str(p) for p in linked]},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
