@@ -57,14 +57,26 @@ def test_phantom_indices_are_closest_to_target_and_start_with_the_bench_phantom(
 
 
 def test_build_phantoms_step_links_only_images(tmp_path, capsys):
-    assert cases.main(["--cache", str(tmp_path / "cache"), "--count", "2", "--size", "small",
+    assert cases.main(["--cache", str(tmp_path / "cache"), "--count", "2", "--size", "tiny",
                        "--predict-dir", str(tmp_path / "in")]) == 0
     out = capsys.readouterr().out
     info = json.loads(out[out.index("{\n"):])
-    assert info["bench_case"].endswith("phantom_small_s0_i0_0000.nii.gz")
-    assert info["cases"] == ["phantom_small_s0_i0", "phantom_small_s0_i1"]
+    assert info["bench_case"].endswith("phantom_tiny_s0_i0_0000.nii.gz")
+    assert info["cases"] == ["phantom_tiny_s0_i0", "phantom_tiny_s0_i1"]
     images = sorted(p.name for p in (tmp_path / "in").iterdir())
-    assert images == ["phantom_small_s0_i0_0000.nii.gz", "phantom_small_s0_i1_0000.nii.gz"]
-    assert (tmp_path / "cache" / "phantom_small_s0_i0_labels.nii.gz").is_file()
-    again = cases.build_phantoms(tmp_path / "cache", 2, "small")  # cached: not regenerated
-    assert [c.name for c in again] == ["phantom_small_s0_i0", "phantom_small_s0_i1"]
+    assert images == ["phantom_tiny_s0_i0_0000.nii.gz", "phantom_tiny_s0_i1_0000.nii.gz"]
+    assert (tmp_path / "cache" / "phantom_tiny_s0_i0_labels.nii.gz").is_file()
+    again = cases.build_phantoms(tmp_path / "cache", 2, "tiny")  # cached: not regenerated
+    assert [c.name for c in again] == ["phantom_tiny_s0_i0", "phantom_tiny_s0_i1"]
+
+
+def test_tiny_phantom_has_the_dry_run_shape_and_spacing(tmp_path):
+    from c2fseg.io import read_image, read_labels
+
+    case = cases.phantom_case(tmp_path, 0, 0, "tiny")
+    image = read_image(case.image)
+    assert image.shape == cases.TINY_SHAPE
+    assert tuple(round(s, 3) for s in image.spacing) == cases.TINY_SPACING
+    assert read_labels(case.labels).array.any()  # the crop keeps some organs: a label box ROI
+    with pytest.raises(ValueError, match="unknown phantom size"):
+        cases.phantom_arrays(0, 0, "huge")

@@ -21,6 +21,11 @@ REAL_LABELS = Path("../shared/data/real/ts_example_ct_labels.nii.gz")
 DEFAULT_CACHE = Path("c2fseg_work/bench")
 PHANTOM_SEED = 0
 TARGET_SLICES = 300
+#: "tiny" phantoms (the GPU script's CPU dry run): the centre of a small phantom, relabelled to
+#: the thin stages' own spacing so no stage resamples it up (the dry run checks code, not speed).
+TINY_SHAPE = (24, 48, 48)
+TINY_SPACING = (2.5, 1.5, 1.5)
+SIZES = ("full", "small", "tiny")
 
 
 @dataclass
@@ -55,7 +60,6 @@ def phantom_index(seed: int = PHANTOM_SEED, target_slices: int = TARGET_SLICES, 
 
 def phantom_case(cache_dir: str | os.PathLike, seed: int, index: int, size: str = "full") -> BenchCase:
     """The cached phantom (seed, index, size) with its labels; generated and written if missing."""
-    from c2fseg.data.phantom_case import generate_case
     from c2fseg.io import write_labels, write_volume
 
     cache = Path(cache_dir)
@@ -65,10 +69,26 @@ def phantom_case(cache_dir: str | os.PathLike, seed: int, index: int, size: str 
         cache.mkdir(parents=True, exist_ok=True)
         print(f"c2fseg bench: generating the {size}-size phantom {name} in {cache} (once, ~20 s)",
               flush=True)
-        case = generate_case(seed, index, size=size, tumor=True)
-        write_labels(case.labels, case.geometry, labels)
-        write_volume(np.round(case.image).astype(np.int16), case.geometry, image)
+        ct, lab, geometry = phantom_arrays(seed, index, size)
+        write_labels(lab, geometry, labels)
+        write_volume(np.round(ct).astype(np.int16), geometry, image)
     return BenchCase(name, image, labels)
+
+
+def phantom_arrays(seed: int, index: int, size: str):
+    """(CT, labels, geometry) of a phantom of ``size`` (see ``SIZES``; tiny: ``TINY_SHAPE``)."""
+    from c2fseg.data.phantom_case import generate_case
+    from c2fseg.io import make_geometry
+
+    if size not in SIZES:
+        raise ValueError(f"unknown phantom size {size!r}; choose one of {', '.join(SIZES)}")
+    case = generate_case(seed, index, size="small" if size == "tiny" else size, tumor=True)
+    if size != "tiny":
+        return case.image, case.labels, case.geometry
+    box = tuple(slice(max(0, (n - t) // 2), max(0, (n - t) // 2) + t)
+                for n, t in zip(case.image.shape, TINY_SHAPE, strict=True))
+    ct, lab = case.image[box], case.labels[box]
+    return ct, lab, make_geometry(ct.shape, TINY_SPACING)
 
 
 def full_phantom(cache_dir: str | os.PathLike = DEFAULT_CACHE, seed: int = PHANTOM_SEED) -> BenchCase:
@@ -84,7 +104,7 @@ def build_phantoms(cache_dir: str | os.PathLike, count: int = 1, size: str = "fu
                    seed: int = PHANTOM_SEED, workers: int | None = None) -> list[BenchCase]:
     """``count`` phantoms in the cache, in parallel processes; the first is ``full_phantom``'s.
 
-    Full size: the indices with about ``TARGET_SLICES`` slices; small: indices 0, 1, ...
+    Full size: the indices with about ``TARGET_SLICES`` slices; small and tiny: indices 0, 1, ...
     """
     from concurrent.futures import ProcessPoolExecutor
 
@@ -172,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "(the GPU script runs this as its own step before any timing).")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--count", type=int, default=1, help="phantoms to build (default 1)")
-    parser.add_argument("--size", choices=("full", "small"), default="full",
-                        help="full: 512x512, ~300 slices (default); small: the dry run's")
+    parser.add_argument("--size", choices=SIZES, default="full",
+                        help="full: 512x512, ~300 slices (default); small: ~90x90x90 at 4-7 mm; "
+                             "tiny: 24x48x48 (the GPU script's dry run)")
     parser.add_argument("--predict-dir", type=Path, default=None,
                         help="also link the images (only) into this folder, as predict input")
     parser.add_argument("--seed", type=int, default=PHANTOM_SEED)
