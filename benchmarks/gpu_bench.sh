@@ -28,6 +28,7 @@ WHL="${WHL_DIR:-.whl}"
 SITE="${SITE_DIR:-/tmp/site}"
 WORK="${WORK_DIR:-/tmp/c2fseg_gpu}"
 BUDGET="${BUDGET_S:-330}"
+SCALE="${LIMIT_SCALE:-1}"  # the dry run multiplies every step limit (a shared 2-core CPU is slow)
 T0=$(date +%s)
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/gpu_bench.log") 2>&1
@@ -35,7 +36,7 @@ printf 'step\trc\tseconds\tlimit_s\n' > "$OUT/steps.tsv"
 
 # step NAME LIMIT_S COMMAND...: run under min(LIMIT_S, what is left of BUDGET); log it.
 step() {
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=$(( $2 * SCALE )); shift 2
   local left=$(( BUDGET - ($(date +%s) - T0) ))
   (( left < limit )) && limit=$left
   if (( limit < 5 )); then
@@ -58,7 +59,7 @@ step() {
 if [ "$DRY" = 1 ]; then
   DEVICE=cpu; SIZE=tiny; COUNT=2
   WEIGHTS_ARGS=(--kind thin --width 4 --patch 16,32,32)
-  CHECK_ARGS=(--device cpu --width 4 --patch 16,32,32)
+  CHECK_ARGS=(--device cpu --width 4 --patch 32,64,64)
   BENCH_ARGS=(--models thin --width 4 --patch 16,32,32 --warm 1 --baseline nomirror --precision fp32)
   echo "DRY RUN: CPU, tiny networks, tiny phantoms (checks the packing and the steps, not speed)"
 else
@@ -74,7 +75,7 @@ export nnUNet_raw="$WORK/nnunet" nnUNet_preprocessed="$WORK/nnunet" nnUNet_resul
 
 step imports 90 "$PY" -c "
 import importlib, sys
-mods = ['c2fseg.bench.runner', 'c2fseg.bench.check', 'c2fseg.bench.cases', 'c2fseg.bench.e2e',
+mods = ['c2fseg.bench.runner', 'c2fseg.bench.check', 'c2fseg.bench.make_phantoms', 'c2fseg.bench.e2e',
         'c2fseg.bench.weights_folder', 'c2fseg.cli', 'c2fseg.commands.predict', 'c2fseg.infer.batch',
         'c2fseg.data.phantom_case', 'nnunetv2.inference.predict_from_raw_data',
         'nnunetv2.utilities.plans_handling.plans_handler', 'skimage.transform', 'skimage.morphology',
@@ -96,7 +97,7 @@ print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'cuDNN', torch.bac
 print('GPU:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none visible to torch')
 "
 
-step phantoms 150 "$PY" -m c2fseg.bench.cases --cache "$WORK/cache" --size "$SIZE" --count "$COUNT" \
+step phantoms 150 "$PY" -m c2fseg.bench.make_phantoms --cache "$WORK/cache" --size "$SIZE" --count "$COUNT" \
   --predict-dir "$WORK/predict_in"
 BENCH_CASE=$(ls "$WORK"/cache/phantom_"$SIZE"_*_0000.nii.gz 2>/dev/null | head -1)
 FULL_CASE=(--case full-phantom)  # the bench's own phantom, with its label box as the ROI

@@ -43,7 +43,7 @@ set +e
 env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$HOME" LANG=C.UTF-8 PYTHONNOUSERSITE=1 \
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OUT="$DRY/out" C2FSEG_GPU_DRY_RUN=1 \
   PYTHON="$DRY/image/bin/python" WHL_DIR="$PACK_DIR" SITE_DIR="$DRY/site" WORK_DIR="$DRY/work" \
-  BUDGET_S="${BUDGET_S:-1500}" bash benchmarks/gpu_bench.sh
+  BUDGET_S="${BUDGET_S:-2400}" LIMIT_SCALE="${LIMIT_SCALE:-5}" bash benchmarks/gpu_bench.sh
 rc=$?
 set -e
 echo "gpu_bench.sh (dry) exit $rc"

@@ -161,7 +161,7 @@ def fetch(need: Need, pyver: str, cache: Path) -> Path:
         built = list(folder.glob("*.whl"))
         if not all(w.name.endswith("-py3-none-any.whl") for w in built):
             raise SystemExit(f"{spec}: the wheel built from the sdist is not pure Python "
-                             f"({[w.name for w in built]}); it would not run on the GPU machine")
+                             f"({[w.name for w in built]}); it would not run on the GPU machine") from None
     return folder
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from c2fseg.bench import cases
+from c2fseg.bench import cases, make_phantoms
 from c2fseg.bench.weights_folder import write_random_weights
 from c2fseg.infer.batch import load_models, predict_folder
 from c2fseg.io import make_geometry, read_labels, write_volume
@@ -57,7 +57,7 @@ def test_phantom_indices_are_closest_to_target_and_start_with_the_bench_phantom(
 
 
 def test_build_phantoms_step_links_only_images(tmp_path, capsys):
-    assert cases.main(["--cache", str(tmp_path / "cache"), "--count", "2", "--size", "tiny",
+    assert make_phantoms.main(["--cache", str(tmp_path / "cache"), "--count", "2", "--size", "tiny",
                        "--predict-dir", str(tmp_path / "in")]) == 0
     out = capsys.readouterr().out
     info = json.loads(out[out.index("{\n"):])
