@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-STEPS = ("unpack", "imports", "machine", "phantoms", "weights", "check", "bench", "predict")
+STEPS = ("unpack", "imports", "machine", "phantoms", "weights", "check", "predict", "bench")
 REPO = Path(__file__).resolve().parents[1]
 
 

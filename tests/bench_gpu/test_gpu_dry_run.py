@@ -30,7 +30,7 @@ def test_gpu_script_dry_run_passes(tmp_path):
     assert proc.returncode == 0 and "DRY RUN OK" in proc.stdout, log[-6000:]
     steps = (tmp_path / "out" / "steps.tsv").read_text(encoding="utf-8").splitlines()[1:]
     assert [s.split("\t")[:2] for s in steps] == [[name, "0"] for name in (
-        "unpack", "imports", "machine", "phantoms", "weights", "check", "bench", "predict")]
+        "unpack", "imports", "machine", "phantoms", "weights", "check", "predict", "bench")]
     pred = json.loads((tmp_path / "out" / "predict_final.json").read_text(encoding="utf-8"))
     assert pred["outputs_written"] == 2 and pred["process_start_to_last_file_written_s"] > 0
     assert not list((tmp_path / "site").rglob("skimage"))  # the image's own scikit-image is used
