@@ -91,3 +91,24 @@ def test_cuda_context_reports_its_own_memory(monkeypatch):
     assert info["created_here"] is True and info["context_mb"] == 528.0
     assert monitor.ensure_cuda_context("cuda:0") is info and len(made) == 1
     assert monitor.cuda_context_info() is info
+
+
+def test_bench_makes_the_cuda_context_before_anything_else_touches_cuda(monkeypatch):
+    from c2fseg.bench import runner
+
+    order = []
+
+    class Stop(Exception):
+        pass
+
+    def machine_info(device):
+        order.append("machine_info")
+        raise Stop
+
+    monkeypatch.setattr(runner, "resolve_device", lambda name: torch.device("cuda", 0))
+    monkeypatch.setattr(runner, "ensure_cuda_context", lambda dev: order.append(("context", str(dev))))
+    monkeypatch.setattr(runner, "machine_info", machine_info)
+    monkeypatch.setattr(runner, "resolve_cases", lambda specs, cache: ([], []))
+    with pytest.raises(Stop):
+        runner.run_bench(runner.BenchOptions(cases=[], device="cuda", progress=False))
+    assert order == [("context", "cuda:0"), "machine_info"]

@@ -26,7 +26,13 @@ import torch
 from c2fseg.bench.baseline import agreement, baseline_variants, make_predictor, run_nnunet
 from c2fseg.bench.cases import DEFAULT_CACHE, BenchCase, box_labels, fixed_box, resolve_cases
 from c2fseg.bench.models import BenchModels, random_models, trained_models
-from c2fseg.bench.monitor import MemorySampler, cuda_context_info, machine_info, maxrss_mb
+from c2fseg.bench.monitor import (
+    MemorySampler,
+    cuda_context_info,
+    ensure_cuda_context,
+    machine_info,
+    maxrss_mb,
+)
 from c2fseg.bench.report import format_table, write_results
 from c2fseg.device import resolve_device
 
@@ -268,6 +274,8 @@ def run_bench(opts: BenchOptions) -> dict:
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # only silences nnU-Net's warnings
         os.environ.setdefault(var, str(Path(opts.cache_dir) / var))
     device = resolve_device(opts.device)
+    if device.type == "cuda":  # before anything else touches CUDA, so its own cost is measured
+        ensure_cuda_context(device)
     torch.manual_seed(opts.seed)
     warm = opts.warm if opts.warm is not None else (3 if device.type == "cuda" else 1)
     choice = opts.baseline if opts.baseline != "auto" else ("all" if device.type == "cuda" else "nomirror")
