@@ -25,8 +25,61 @@ def maxrss_mb() -> float:
     return round(peak / (MB if sys.platform == "darwin" else 1024), 1)
 
 
+def _nvml_used_mb(index: int) -> float | None:
+    """NVML used memory of GPU ``index`` in MiB (all processes), or None without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).used / MB
+    except Exception:  # no nvidia-ml-py, no driver, no device
+        return None
+
+
+#: What :func:`ensure_cuda_context` measured when it first ran in this process (None before).
+_CONTEXT: dict | None = None
+
+
+def ensure_cuda_context(device) -> dict:
+    """Create this process's CUDA context on ``device`` (once) and report what it cost.
+
+    NVML lists a process (and its memory) only once it has a context, so a probe made before
+    would fall back to another source than later ones. Returns ``created_here`` (False when torch
+    had initialised CUDA before), ``seconds`` and ``context_mb``: NVML device memory used after
+    minus before, less what torch itself reserved (None without NVML or if made elsewhere).
+    """
+    global _CONTEXT
+    import torch
+
+    if _CONTEXT is not None:
+        return _CONTEXT
+    dev = torch.device(device)
+    index = dev.index if dev.index is not None else 0
+    created_here = not torch.cuda.is_initialized()
+    before = _nvml_used_mb(index) if created_here else None
+    t0 = time.perf_counter()
+    torch.empty(1, device=torch.device("cuda", index))
+    torch.cuda.synchronize(index)
+    seconds = time.perf_counter() - t0
+    after = _nvml_used_mb(index)
+    own = None
+    if before is not None and after is not None:
+        own = round(after - before - torch.cuda.memory_reserved(index) / MB, 1)
+    _CONTEXT = {"created_here": created_here, "seconds": round(seconds, 3), "context_mb": own,
+                "device_used_mb_after": None if after is None else round(after, 1)}
+    return _CONTEXT
+
+
+def cuda_context_info() -> dict | None:
+    """What :func:`ensure_cuda_context` measured, or None if it has not run in this process."""
+    return _CONTEXT
+
+
 def _nvml_reader(index: int) -> tuple[Callable[[], float], str] | None:
-    """NVML reader of this process's GPU memory (or the device's used memory), or None."""
+    """NVML reader of this process's GPU memory (or the device's used memory), or None.
+
+    Call only once this process has its CUDA context (see :func:`gpu_reader`).
+    """
     try:
         import pynvml
 
@@ -52,15 +105,25 @@ def _nvml_reader(index: int) -> tuple[Callable[[], float], str] | None:
     return device_mb, "nvml-device-used"
 
 
-def gpu_reader(device) -> tuple[Callable[[], float], str] | None:
-    """A function giving the GPU memory in MB now, and its source name; None off CUDA."""
+def gpu_reader(
+    device,
+    *,
+    make_context: Callable[[object], object] = ensure_cuda_context,
+    probe: Callable[[int], tuple[Callable[[], float], str] | None] = _nvml_reader,
+) -> tuple[Callable[[], float], str] | None:
+    """A function giving the GPU memory in MB now, and its source name; None off CUDA.
+
+    The CUDA context is made first (``make_context``), then NVML is probed (``probe``), so every
+    sampler of a run, the first (cold) one included, reads the same source.
+    """
     import torch
 
     dev = torch.device(device)
     if dev.type != "cuda":
         return None
+    make_context(dev)
     index = dev.index if dev.index is not None else torch.cuda.current_device()
-    found = _nvml_reader(index)
+    found = probe(index)
     if found is not None:
         return found
 

@@ -46,7 +46,7 @@ def case_table(case: dict) -> list[str]:
     lines.append(f"| peak host RSS MB (sampled 0.1 s) | {_f(cm['peak_host_rss_mb'], 0)} | {_f(mem_w.get('peak_host_rss_mb'), 0)} |")
     lines.append(f"| peak GPU MB ({cm['gpu_source'] or 'no GPU'}) | {_f(cm['peak_gpu_mb'], 0)} | {_f(mem_w.get('peak_gpu_mb'), 0)} |")
     lines.append(f"| GPU memory-time area MB·s | {_f(cm['gpu_area_mb_s'], 0)} | {_f(mem_w.get('gpu_area_mb_s'), 0)} |")
-    lines.append(f"| peak host maxrss MB (getrusage, whole process) | {_f(case['peak_host_maxrss_mb'], 0)} | |")
+    lines.append(f"| peak host maxrss MB (getrusage, whole process) | {_f(case.get('peak_host_maxrss_mb'), 0)} | |")
     base = case.get("baseline", {})
     lines.append("")
     if base.get("variants"):
@@ -61,7 +61,20 @@ def case_table(case: dict) -> list[str]:
                          f"{_f(a['mean_dice'], 3)} | {_f(v['memory']['peak_gpu_mb'], 0)} |")
     else:
         lines.append(f"Baseline: {base.get('skipped', 'not run')}")
+    if case.get("partial"):
+        lines += ["", f"**Partial result** (the run stopped or is still going): {case['partial']}."]
     return lines
+
+
+def context_line(results: dict) -> list[str]:
+    """The CUDA context's own cost (made before the first sample, so outside every run's time)."""
+    ctx = results.get("cuda_context")
+    if not ctx:
+        return []
+    mb = ctx.get("context_mb")
+    return [f"CUDA context: created in {_f(ctx.get('seconds'))} s before the first case's timing; "
+            f"its own GPU memory {_f(mb, 0) if mb is not None else 'not measured'} MB "
+            f"(NVML used after minus before, less torch's reservation).", ""]
 
 
 def format_markdown(results: dict) -> str:
@@ -69,7 +82,7 @@ def format_markdown(results: dict) -> str:
     lines = [f"# c2fseg bench: {results['options']['models']} models on {results['device']}", "",
              f"Machine: {machine_line(results)}", "",
              f"Created {results['created_utc']}; warm runs per case: {results['warm_runs']}; "
-             f"baseline: {results['baseline']}.", ""]
+             f"baseline: {results['baseline']}.", "", *context_line(results)]
     if results["cases"]:
         lines += ["| stage | spacing mm | patch | step | features | parameters | precision |",
                   "|---|---|---|---:|---|---:|---|"]

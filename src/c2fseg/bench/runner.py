@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,13 @@ import torch
 from c2fseg.bench.baseline import agreement, baseline_variants, make_predictor, run_nnunet
 from c2fseg.bench.cases import DEFAULT_CACHE, BenchCase, box_labels, fixed_box, resolve_cases
 from c2fseg.bench.models import BenchModels, random_models, trained_models
-from c2fseg.bench.monitor import MemorySampler, machine_info, maxrss_mb
+from c2fseg.bench.monitor import (
+    MemorySampler,
+    cuda_context_info,
+    ensure_cuda_context,
+    machine_info,
+    maxrss_mb,
+)
 from c2fseg.bench.report import format_table, write_results
 from c2fseg.device import resolve_device
 
@@ -152,8 +159,14 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def time_case(case: BenchCase, opts: BenchOptions, device: torch.device, warm: int,
-              variants: list[bool], tmp: Path, t_process: float) -> dict:
-    """Cold + warm runs of one case, then the nnU-Net baseline on its ROI crop."""
+              variants: list[bool], tmp: Path, t_process: float,
+              save: Callable[[dict], None] = lambda entry: None) -> dict:
+    """Cold + warm runs of one case, then the nnU-Net baseline on its ROI crop.
+
+    ``save(entry)`` is called with the case entry so far after the cold run and after every warm
+    run (the entry says ``"partial"`` what is still missing), so a run killed later still leaves
+    the finished runs on disk.
+    """
     from c2fseg.io import read_geometry
 
     shape = read_geometry(case.image).canonical_shape
@@ -174,17 +187,23 @@ def time_case(case: BenchCase, opts: BenchOptions, device: torch.device, warm: i
         "cold": {**cold, "memory": cold_mem.summary()},
         "cold_end_to_end_s": round(load_s + cold["total_s"], 3),
         "process_wall_s": round(time.time() - t_process, 3),
+        "peak_host_maxrss_mb": maxrss_mb(),
+        "partial": f"cold run done; 0 of {warm} warm runs, baseline not run",
     }
+    save(entry)
     runs, mems = [], []
-    for _ in range(warm):
+    for i in range(warm):
         with MemorySampler(device) as mem:
             run, volume, result = run_once(case, models, device, tmp)
         runs.append(run)
         mems.append(mem.summary())
-    if runs:
         entry["warm"] = {**median_run(runs), "runs": runs, "memory": max_memory(mems)}
+        entry["peak_host_maxrss_mb"] = maxrss_mb()
+        entry["partial"] = f"cold run done; {i + 1} of {warm} warm runs, baseline not run"
+        save(entry)
     entry["baseline"] = baseline_case(volume, result, models, device, variants, entry)
     entry["peak_host_maxrss_mb"] = maxrss_mb()
+    del entry["partial"]
     return entry
 
 
@@ -237,6 +256,16 @@ def baseline_case(volume, result, models: BenchModels, device: torch.device, var
     return out
 
 
+def context_field() -> dict:
+    """``{"cuda_context": ...}``: what creating this process's CUDA context cost ({} off CUDA).
+
+    The samplers create the context before their first reading (see ``monitor.gpu_reader``), so
+    the first case's cold run no longer pays it: its time and memory are reported here.
+    """
+    info = cuda_context_info()
+    return {"cuda_context": dict(info)} if info is not None else {}
+
+
 def run_bench(opts: BenchOptions) -> dict:
     """Run the benchmark, write JSON (+ a markdown table beside it) and return the results."""
     import psutil
@@ -245,6 +274,8 @@ def run_bench(opts: BenchOptions) -> dict:
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # only silences nnU-Net's warnings
         os.environ.setdefault(var, str(Path(opts.cache_dir) / var))
     device = resolve_device(opts.device)
+    if device.type == "cuda":  # before anything else touches CUDA, so its own cost is measured
+        ensure_cuda_context(device)
     torch.manual_seed(opts.seed)
     warm = opts.warm if opts.warm is not None else (3 if device.type == "cuda" else 1)
     choice = opts.baseline if opts.baseline != "auto" else ("all" if device.type == "cuda" else "nomirror")
@@ -261,12 +292,18 @@ def run_bench(opts: BenchOptions) -> dict:
         "device": str(device), "warm_runs": warm, "baseline": choice, "notes": notes, "cases": [],
     }
     out = Path(opts.out) if opts.out else default_out(device, opts.models)
+
+    def save_partial(entry: dict) -> None:
+        write_results({**results, "cases": [*results["cases"], entry], **context_field()}, out)
+
     with tempfile.TemporaryDirectory(prefix="c2fseg-bench-") as tmp:
         for case in cases:
             if opts.progress:
                 print(f"c2fseg bench: {case.name} ({opts.models} models, {device}, cold + {warm} warm)",
                       flush=True)
-            results["cases"].append(time_case(case, opts, device, warm, variants, Path(tmp), t_process))
+            results["cases"].append(time_case(case, opts, device, warm, variants, Path(tmp), t_process,
+                                              save_partial))
+            results.update(context_field())
             write_results(results, out)  # partial results survive an interrupted run
     results["output"] = str(out)
     write_results(results, out)
