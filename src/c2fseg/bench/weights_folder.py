@@ -25,10 +25,10 @@ from c2fseg.bench.plans import (
     bench_plans,
     production_plans,
     stage_dataset_json,
-    stage_step,
     with_patch,
 )
-from c2fseg.weights import channel_labels_from_dataset, write_manifest
+from c2fseg.plans import channel_labels_from_dataset
+from c2fseg.weights import CHECKPOINT_NAME, write_manifest
 
 STAGES = ("coarse", "organ", "tumor")
 LIVER = 1
@@ -55,7 +55,7 @@ def label_everything_liver(network: torch.nn.Module, channel_labels) -> None:
 
 def write_stage(dest: Path, stage: str, plans: dict, *, seed: int, whole_volume_roi: bool) -> Path:
     """One ``dest/<stage>/`` folder with seeded random weights; returns it."""
-    from c2fseg.infer.stage_model import build_network
+    from c2fseg.infer.stage_loader import build_network
 
     dataset = stage_dataset_json(stage)
     channels = channel_labels_from_dataset(dataset)
@@ -75,11 +75,10 @@ def write_stage(dest: Path, stage: str, plans: dict, *, seed: int, whole_volume_
         "inference_allowed_mirroring_axes": (0, 1, 2),
         "current_epoch": 0,
     }
-    torch.save(checkpoint, folder / "checkpoint_final.pth")
+    torch.save(checkpoint, folder / CHECKPOINT_NAME)
     write_manifest(folder, stage=stage, configuration=CONFIGURATION, fold="all", plans=plans,
-                   dataset_json=dataset, checkpoint_path=folder / "checkpoint_final.pth",
+                   dataset_json=dataset, checkpoint_path=folder / CHECKPOINT_NAME,
                    training_cases=[], trainer=checkpoint["trainer_name"],
-                   inference={"step": stage_step(stage)},
                    extra={"random_weights": True, "seed": seed,
                           "whole_volume_roi": bool(stage == "coarse" and whole_volume_roi)})
     return folder
