@@ -8,10 +8,11 @@ import shutil
 
 import pytest
 import torch
-from convert_support import perturb, v2_dataset_json, v2_plans
+from convert_support import v2_dataset_json, v2_plans
 
 from c2fseg.convert import ConversionError, detect_format, read_v2_results_folder
 from c2fseg.infer.stage_loader import build_network
+from nnunet_folders import nnunet_results_folder
 
 CONFIG = "3d_fullres"
 
@@ -19,25 +20,7 @@ CONFIG = "3d_fullres"
 @pytest.fixture(scope="module")
 def results_folder(tmp_path_factory):
     """``Dataset902_Convert/nnUNetTrainer__nnUNetPlans__3d_fullres`` written by nnUNetTrainer."""
-    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
-    from batchgenerators.utilities.file_and_folder_operations import save_json
-
-    root = tmp_path_factory.mktemp("nnunet")
-    plans, dataset_json = v2_plans(), v2_dataset_json()
-    preprocessed = root / "preprocessed" / plans["dataset_name"] / "nnUNetPlans_3d_fullres"
-    preprocessed.mkdir(parents=True)
-    (preprocessed / "case_0.b2nd").write_bytes(b"")  # lets the trainer pick its dataset class
-    with pytest.MonkeyPatch.context() as mp:  # nnU-Net reads its folders at import time
-        mp.setattr(trainer_module, "nnUNet_results", str(root / "results"))
-        mp.setattr(trainer_module, "nnUNet_preprocessed", str(root / "preprocessed"))
-        trainer = trainer_module.nnUNetTrainer(plans, CONFIG, 0, dataset_json,
-                                               device=torch.device("cpu"))
-    trainer.initialize()
-    perturb(trainer.network, seed=4)
-    trainer.save_checkpoint(f"{trainer.output_folder}/checkpoint_final.pth")
-    save_json(trainer.plans_manager.plans, f"{trainer.output_folder_base}/plans.json", sort_keys=False)
-    save_json(trainer.dataset_json, f"{trainer.output_folder_base}/dataset.json", sort_keys=False)
-    return root / "results" / plans["dataset_name"] / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    return nnunet_results_folder(tmp_path_factory.mktemp("nnunet"), v2_plans(), v2_dataset_json(), seed=4)
 
 
 def _nnunet_network(folder, fold="0") -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Helpers for the importer tests: fake released HIASBUAA files and nnU-Net v2 results folders.
+"""Helpers for the importer tests: fake released HIASBUAA files (v2 results folders: tests/nnunet_folders.py).
 
 The released networks (6 stages, 32-320 features) weigh about 120 MB each, so most tests write
 the four files with the same layout at thin widths (:data:`THIN`, passed to ``import_hiasbuaa``
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import pytest
 import torch
 
 from c2fseg.convert.v1_keys import V1Network, v1_layout
@@ -54,30 +53,3 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
     return out
 
 
-def nnunet_results_folder(root: Path, plans: dict, dataset_json: dict, seed: int = 4) -> Path:
-    """``<dataset>/nnUNetTrainer__nnUNetPlans__3d_fullres`` written by nnU-Net's own trainer."""
-    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
-    from batchgenerators.utilities.file_and_folder_operations import save_json
-
-    preprocessed = root / "preprocessed" / plans["dataset_name"] / "nnUNetPlans_3d_fullres"
-    preprocessed.mkdir(parents=True)
-    (preprocessed / "case_0.b2nd").write_bytes(b"")  # lets the trainer pick its dataset class
-    with pytest.MonkeyPatch.context() as mp:  # nnU-Net reads its folders at import time
-        mp.setattr(trainer_module, "nnUNet_results", str(root / "results"))
-        mp.setattr(trainer_module, "nnUNet_preprocessed", str(root / "preprocessed"))
-        trainer = trainer_module.nnUNetTrainer(plans, "3d_fullres", 0, dataset_json,
-                                               device=torch.device("cpu"))
-    torch.manual_seed(seed)  # nnU-Net initialises the network from the global generator
-    trainer.initialize()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in trainer.network.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if p.dim() == 1:
-                p.copy_((1.0 if "norm" in name and name.endswith("weight") else 0.0) + 0.2 * noise)
-            else:
-                p.add_(0.05 * noise * p.std().clamp(min=1e-3))
-    trainer.save_checkpoint(f"{trainer.output_folder}/checkpoint_final.pth")
-    save_json(trainer.plans_manager.plans, f"{trainer.output_folder_base}/plans.json", sort_keys=False)
-    save_json(trainer.dataset_json, f"{trainer.output_folder_base}/dataset.json", sort_keys=False)
-    return root / "results" / plans["dataset_name"] / "nnUNetTrainer__nnUNetPlans__3d_fullres"

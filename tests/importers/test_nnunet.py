@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from importers_support import nnunet_results_folder, snapshot
+from importers_support import snapshot
 
 from c2fseg.cli import main
 from c2fseg.convert import ConversionError
@@ -17,6 +17,7 @@ from c2fseg.importers import import_nnunet
 from c2fseg.infer.stage_model import StageModel
 from c2fseg.weights import load_manifest
 from convert.convert_support import v1_plans_info, v2_dataset_json, v2_plans, write_pickle
+from nnunet_folders import nnunet_results_folder
 
 SPACING = (2.0, 1.5, 1.5)  # v2_plans' spacing: the volume is at the model spacing
 SHAPE = (28, 56, 52)
