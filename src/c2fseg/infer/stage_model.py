@@ -412,8 +412,8 @@ class StageModel:
         with torch.no_grad():
             scores = scores.permute(0, *(1 + a for a in self.transpose_backward))  # canonical order
             lut = torch.tensor(self.channel_labels, dtype=torch.uint8)
-            plane = (grid if out_grid == "model" else shape)[1] * (grid if out_grid == "model" else shape)[2]
-            chunk = self._chunk_z(chunk_z, plane, scores.device, shrink)
+            out_shape = grid if out_grid == "model" else shape
+            chunk = self._chunk_z(chunk_z, out_shape[1] * out_shape[2], scores.device, shrink)
             if self.average == "probabilities":
                 labels, prob = self._labels_from_probabilities(scores, shape, lut, chunk, prob_channel, out_grid)
             elif out_grid == "model":
