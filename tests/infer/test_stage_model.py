@@ -496,3 +496,14 @@ def test_real_ct_through_the_pipeline():
     assert set(np.unique(labels)) == {0, 1}
     assert (labels[volume.array < -800] == 0).mean() > 0.99  # air stays background
     assert (labels[(volume.array > 20) & (volume.array < 100)] == 1).mean() > 0.9  # soft tissue
+
+
+def test_default_tile_batch_pairs_small_cpu_tiles():
+    from c2fseg.infer.precision import default_tile_batch
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_tile_batch(cpu, (32, 48, 48)) == 2 and default_tile_batch(cpu, (64, 64, 64)) == 2
+    assert default_tile_batch(cpu, (64, 160, 224)) == 1
+    assert default_tile_batch(cuda, (64, 160, 224)) == 2
+    model = tiny_stage_model("coarse", seed=7)
+    assert model.tile_batch == default_tile_batch(model.device, model.patch_size)

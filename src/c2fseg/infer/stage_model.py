@@ -31,7 +31,7 @@ from c2fseg.device import resolve_device
 from c2fseg.infer import stage_loader
 from c2fseg.infer.inplane_cap import cap_inplane, capped_grid_shape
 from c2fseg.infer.normalize import CTNormalizer
-from c2fseg.infer.precision import AUTOCAST, prepare_device, resolve_precision
+from c2fseg.infer.precision import AUTOCAST, default_tile_batch, prepare_device, resolve_precision
 from c2fseg.infer.probabilities import (
     floor_probabilities,
     probabilities_to_labels,
@@ -147,7 +147,7 @@ class StageModel:
         if resample_mode not in RESAMPLE_MODES:
             raise ValueError(f"resample_mode must be one of {', '.join(RESAMPLE_MODES)}, got {resample_mode!r}")
         self.resample_mode = resample_mode
-        self.tile_batch = int(tile_batch or (2 if self.device.type == "cuda" else 1))
+        self.tile_batch = int(tile_batch or default_tile_batch(self.device, spec.patch_size))
         self.manifest = manifest
         self.source = source
         prepare_device(self.device)
