@@ -112,3 +112,22 @@ def test_cli_runs_and_reports(data, tmp_path, capsys):
     assert main(["pseudolabel", "--stage", "organ", "--in", str(data / "images"), "--out", str(out),
                  "--weights", str(data / "weights"), "--device", "cpu"]) == 2  # no organ weights
     assert "c2fseg train organ" in capsys.readouterr().err
+
+
+def test_pseudo_labels_keep_the_stages_largest_components(data, tmp_path, monkeypatch):
+    """A stage whose inference settings keep the largest component per label (the tiny coarse
+    stage) writes pseudo labels with one component per organ."""
+    import c2fseg.infer.pseudolabel as pl
+    from c2fseg.infer.postprocess import keep_largest_components
+
+    model = sm.StageModel.load(data / "weights" / "coarse", "cpu")
+    assert pl.pseudo_label_keep_largest(model) == []  # c2fseg's coarse default: none
+    model.inference = {**model.inference, "keep_largest": [1, 2, 3]}
+    assert pl.pseudo_label_keep_largest(model) == [1, 2, 3]
+    monkeypatch.setattr(pl, "pseudo_label_keep_largest", lambda m: list(range(1, 14)))
+    run(data, tmp_path / "out")
+    ct = read_image(data / "images" / "a_0000.nii.gz")
+    raw = model.predict(ct.array, ct.spacing).labels.numpy()
+    written = read_labels(tmp_path / "out" / "a.nii.gz").array
+    assert not np.array_equal(written, raw)  # the random model's labels are fragmented
+    assert np.array_equal(written, keep_largest_components(raw, list(range(1, 14))))

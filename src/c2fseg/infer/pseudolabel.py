@@ -51,6 +51,7 @@ def pseudolabel_folder(
     """
     from c2fseg.infer.case_loop import CaseLoop, Prediction
     from c2fseg.infer.outputs import OutputRecords
+    from c2fseg.infer.postprocess import keep_largest_components
     from c2fseg.infer.stage_model import StageModel
     from c2fseg.io import check_output_dir, find_cases
     from c2fseg.weights import WeightsError, stage_dir_for
@@ -64,16 +65,29 @@ def pseudolabel_folder(
     summary: dict = {"stage": stage, "part": part, "num_parts": num_parts, "device": str(model.device),
                      "precision": model.precision, "ok": [], "skipped": [], "failed": {}, "seconds": {}}
 
+    keep = pseudo_label_keep_largest(model)
+
     def predict(case: CaseInput, volume: Volume) -> Prediction:
         t0 = time.perf_counter()
         labels = model.predict(volume.array, volume.spacing).labels.cpu().numpy()
+        if keep:
+            labels = keep_largest_components(labels, keep)
         return Prediction(labels, timings={"predict": round(time.perf_counter() - t0, 4)},
-                          info={"stage": stage})
+                          info={"stage": stage, "keep_largest": keep})
 
     loop = CaseLoop(OutputRecords(out, f"pseudolabel:{stage}"), f"pseudolabel {stage}",
                     overwrite=overwrite, progress=progress)
     loop.run(cases, out, predict, lambda outcome: add_to_summary(summary, outcome))
     return summary
+
+
+def pseudo_label_keep_largest(model) -> list[int]:
+    """Labels whose largest connected component alone is kept in a pseudo label: the stage's
+    ``keep_largest`` inference setting (every organ is one object; a stray blob far away would
+    otherwise become a training target)."""
+    from c2fseg.infer.cascade import stage_inference
+
+    return [int(v) for v in stage_inference(model).get("keep_largest") or []]
 
 
 def add_to_summary(summary: dict, outcome: CaseOutcome) -> None:
