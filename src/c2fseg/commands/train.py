@@ -35,10 +35,13 @@ def default_text(key: str) -> str:
 
 def tiny_text() -> str:
     """What --tiny trains, from its configuration."""
-    base = load_defaults()["configs"]["tiny"]["base"]
+    tiny = load_defaults()["configs"]["tiny"]
+    base = tiny["base"]
+    iters = ", ".join(
+        f"{stage} {s['epochs']}x{s['iters_per_epoch']}"
+        for stage, s in ((st, {**base, **tiny.get(st, {})}) for st in STAGE_CHOICES))
     return (f"tiny CPU configuration ({base['n_stages']}-stage {base['features']}-{base['max_features']} "
-            f"feature network, {base['epochs']} epochs of {base['iters_per_epoch']} iterations, "
-            f"{OPTIMIZER_NAMES[base['optimizer']]})")
+            f"feature network, epochs x iterations: {iters}; {OPTIMIZER_NAMES[base['optimizer']]})")
 
 
 def fold_value(value: str) -> str | int:

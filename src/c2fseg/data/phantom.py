@@ -36,7 +36,7 @@ GROUPS = tuple(DEFAULT_GROUP_FRACTIONS)
 UNLABELLED_TUMOR_FRACTION = 0.5
 TEST_TUMOR_FRACTION = 0.5
 LAYOUT = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: lesions at least 2.5 voxels in radius at size small
 
 
 class PhantomError(ValueError):

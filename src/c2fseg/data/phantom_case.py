@@ -20,6 +20,10 @@ from c2fseg.io.image import Geometry, make_geometry
 SIZES = ("small", "full")
 #: Minimum radius scale of thin structures per size (about the in-plane voxel size; 0 = real size).
 THIN_MM = {"small": 5.0, "full": 0.0}
+#: Minimum lesion radius per size, in voxels of the coarser of in-plane and (at most 2x in-plane)
+#: z spacing. At ``small`` (4-6 mm voxels) a lesion of real minimum size (6 mm) would be a few
+#: voxels that no model at that resolution can delineate; 2.5 voxels keeps it a 15 mm nodule.
+TUMOR_MIN_RADIUS_VOXELS = {"small": 2.5, "full": 1.4}
 
 #: Header layouts used across cases: name, canonical->stored transpose, flips (see make_geometry).
 ORIENTATIONS: tuple[tuple[tuple[int, int, int], tuple[bool, bool, bool]], ...] = (
@@ -159,11 +163,14 @@ def draw(grid: Grid, anat: Anatomy, slab_voxels: int = 4_000_000) -> tuple[np.nd
 
 
 def add_tumors(hu: np.ndarray, lab: np.ndarray, grid: Grid, anat: Anatomy,
-               rng: np.random.Generator) -> list[dict]:
-    """Paint 1-3 lesions (label 14) inside liver, kidneys or pancreas; returns their records."""
+               rng: np.random.Generator, min_radius_voxels: float = 1.4) -> list[dict]:
+    """Paint 1-3 lesions (label 14) inside liver, kidneys or pancreas; returns their records.
+
+    Radii are log-uniform in 6-30 mm (capped per host), at least ``min_radius_voxels`` voxels.
+    """
     hosts = list(TUMOR_HOSTS)
     probs = np.array([TUMOR_HOSTS[k] for k in hosts])
-    min_r = 1.4 * max(grid.spacing[1], min(grid.spacing[0], 2 * grid.spacing[1]))
+    min_r = min_radius_voxels * max(grid.spacing[1], min(grid.spacing[0], 2 * grid.spacing[1]))
     records = []
     for _ in range(int(rng.choice([1, 1, 1, 2, 2, 3]))):
         host = int(rng.choice(hosts, p=probs / probs.sum()))
@@ -268,7 +275,7 @@ def generate_case(seed: int, index: int, size: str = "small", tumor: bool = Fals
     grid = sample_grid(r_grid, anat, size)
     anat.body["voxel_z"] = grid.spacing[0]
     hu, lab = draw(grid, anat)
-    tumors = add_tumors(hu, lab, grid, anat, r_tumor) if tumor else []
+    tumors = add_tumors(hu, lab, grid, anat, r_tumor, TUMOR_MIN_RADIUS_VOXELS[size]) if tumor else []
     image, imaging = finish_image(hu, grid, r_noise)
     del hu
     geom, code, angle = sample_header(r_grid, grid)

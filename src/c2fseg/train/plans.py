@@ -91,11 +91,16 @@ def _check_settings(s: Mapping) -> None:
         v = s[key]
         if v is not None and (len(v) != 3 or not all(x > 0 for x in v)):
             raise ValueError(f"{key} must be three positive numbers (z, y, x), got {v}")
-    for key in ("n_stages", "features", "batch_size", "epochs", "iters_per_epoch"):
+    for key in ("n_stages", "features", "batch_size", "epochs", "iters_per_epoch", "convs_per_stage"):
         if int(s[key]) < 1:
             raise ValueError(f"{key} must be >= 1, got {s[key]}")
     if s["optimizer"] not in ("sgd", "adamw"):
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {s['optimizer']!r}")
+    if s.get("cpu_bf16", "auto") not in (True, False, "auto"):
+        raise ValueError(f"cpu_bf16 must be true, false or 'auto', got {s['cpu_bf16']!r}")
+    share = s.get("oversample_foreground")
+    if share is not None and not 0.0 <= float(share) <= 1.0:
+        raise ValueError(f"oversample_foreground must be a share between 0 and 1 (or null), got {share}")
     clip = s.get("ct_clip")
     if clip is not None and (len(clip) != 2 or not float(clip[0]) < float(clip[1])):
         raise ValueError(f"ct_clip must be [low, high] HU with low < high (or null), got {clip}")
@@ -163,15 +168,16 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping,
         "features_per_stage": features_per_stage(settings["features"], n, settings["max_features"]),
         "kernel_sizes": kernels,
         "strides": strides,
-        conv_key: [2] * n,
-        "n_conv_per_stage_decoder": [2] * (n - 1),
+        conv_key: [int(settings.get("convs_per_stage", 2))] * n,
+        "n_conv_per_stage_decoder": [int(settings.get("convs_per_stage", 2))] * (n - 1),
     })
     spacing_list = [float(round(s, 6)) for s in spacing]
     resampling = settings.get("resampling") or load_defaults()["resampling"]
     tag = settings_hash({"spacing": spacing_list, "resampling": resampling}, PREPROCESSING_KEYS)
     training_keys = ("epochs", "iters_per_epoch", "val_iters_per_epoch", "optimizer", "lr",
                      "weight_decay", "cpu_bf16", "save_every", "final_validation", "mirror_axes",
-                     "augmentation", "ct_clip")
+                     "augmentation", "ct_clip", "oversample_foreground", "class_sampling",
+                     "channels_last", "init_from", "ce_class_weights", "plot_every")
     return {
         "inherits_from": BASE_CONFIGURATION,
         "data_identifier": f"{configuration_name(stage)}_{tag}",  # variants share the data
@@ -187,7 +193,7 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping,
             "stage": stage,
             "variant": export_name(stage, variant),
             "settings": dict(settings),
-            "training": {k: settings[k] for k in training_keys},
+            "training": {k: settings.get(k) for k in training_keys},  # absent: the trainer default
         },
     }
 

@@ -139,8 +139,11 @@ def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: d
     return out
 
 
-def _run_worker(job: dict, job_dir: Path) -> dict:
-    """Run the nnU-Net worker process on ``job``; return its result."""
+def _run_worker(job: dict, job_dir: Path, log_file: Path | None = None) -> dict:
+    """Run the nnU-Net worker process on ``job``; return its result.
+
+    ``log_file``: the worker's output goes there (appended) instead of this process's stdout.
+    """
     job_file = job_dir / "job.json"
     write_json_atomic(job_file, job)
     result_file = job_dir / "result.json"
@@ -148,11 +151,19 @@ def _run_worker(job: dict, job_dir: Path) -> dict:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", WORKER_MODULE, str(job_file)], env=env)
+    command = [sys.executable, "-m", WORKER_MODULE, str(job_file)]
+    if log_file is None:
+        proc = subprocess.run(command, env=env)
+        where = "the message above"
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as log:
+            proc = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        where = str(log_file)
     if proc.returncode == WORKER_INPUT_ERROR:
-        raise TrainingInputError(f"training of {job['stage']} stopped (see the message above)")
+        raise TrainingInputError(f"training of {job['stage']} stopped (see {where})")
     if proc.returncode != 0:
-        raise TrainingError(f"the training worker failed with exit code {proc.returncode} (see the log above); "
+        raise TrainingError(f"the training worker failed with exit code {proc.returncode} (see {where}); "
                             "rerun the same command to resume from the last checkpoint")
     try:
         return json.loads(result_file.read_text(encoding="utf-8"))["result"]
@@ -281,7 +292,8 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
                 fold="all", config: str = "default", overrides: dict | None = None,
                 pseudo_labels=None, device: str = "auto", num_gpus: int = 1,
                 resume: bool = True, num_processes: int | None = None,
-                variant: int | None = None) -> Path:
+                variant: int | None = None, torch_threads: int | None = None,
+                log_file=None) -> Path:
     """Train ``stage`` ("coarse", "tumor", "organ") and export it to ``weights_dir/<stage>``.
 
     ``variant`` 2 trains a second tumor model (the config's ``tumor_2`` settings, its own
@@ -294,6 +306,8 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
     pseudo-label their cases with the trained coarse model from ``weights_dir``. Re-running
     resumes from the latest checkpoint (``resume=False`` restarts). An existing export is moved
     to ``weights_dir/<stage>.previous``. Cases with an empty target are skipped and reported.
+    ``torch_threads`` caps the worker's torch threads (two stages training side by side on a
+    2-core machine use 1 each); ``log_file`` takes the worker's output instead of the terminal.
     Returns the exported stage folder. Raises TrainingInputError (or StageDatasetError) for
     unusable data or settings, TrainingError when training crashed.
     """
@@ -332,13 +346,16 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
     if fold != "all":
         write_json_atomic(work_dir / "nnUNet_preprocessed" / name / "splits_final.json",
                           _fold_lists(splits, stage, fold, set(built)))
+    init_checkpoint = _init_checkpoint(settings, weights_dir, folder)
     job = {
+        "init_checkpoint": init_checkpoint,
         "stage": stage, "dataset_name": name, "work_dir": str(work_dir), "job_dir": str(job_dir),
         "fold": fold, "device": device, "num_gpus": int(num_gpus), "resume": bool(resume),
         "settings": settings, "raw_hash": record["hash"], "variant": variant,
         "num_processes": int(num_processes or _default_processes()),
+        "torch_threads": int(torch_threads) if torch_threads else None,
     }
-    result = _run_worker(job, job_dir)
+    result = _run_worker(job, job_dir, Path(log_file) if log_file else None)
     t_export = time.time()
     out = export_stage(result, weights_dir, stage, fold, built, record["hash"], skipped, variant=variant,
                        inference=stage_plans.config_inference(stage, config, defaults))
@@ -347,6 +364,20 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
     write_json_atomic(job_dir / "timings.json", timings)
     print(f"[c2fseg] {folder}: exported {out} ({timings['total_s']} s in total)", flush=True)
     return out
+
+
+def _init_checkpoint(settings: dict, weights_dir: Path, folder: str) -> str | None:
+    """The exported checkpoint a stage starts from (``init_from``: a stage folder name), or None."""
+    source = settings.get("init_from")
+    if not source:
+        return None
+    if source == folder:
+        raise TrainingInputError(f"init_from {source!r}: a stage cannot start from its own export")
+    ckpt = Path(weights_dir) / source / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        raise TrainingInputError(f"init_from {source!r}: {ckpt} is missing; train the {source} stage "
+                                 "first or set init_from to null")
+    return str(ckpt.resolve())
 
 
 def _check_inputs(stage: str, data_dir: Path, splits_path, fold, config: str, overrides, device: str,

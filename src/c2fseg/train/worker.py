@@ -226,6 +226,16 @@ def train(job: dict, plans: dict, device, rank: int = 0) -> dict:
         trainer.load_checkpoint(str(checkpoint))
         start = trainer.current_epoch
         trainer.print_to_log_file(f"c2fseg: resuming from {checkpoint.name} at epoch {start}")
+    elif job.get("init_checkpoint"):
+        from c2fseg.train.trainers import init_from_checkpoint
+
+        trainer.initialize()
+        try:
+            info = init_from_checkpoint(trainer.network, job["init_checkpoint"])
+        except (ValueError, OSError, KeyError) as exc:
+            raise JobSettingsError(f"init_from {job['settings'].get('init_from')!r}: {exc}") from None
+        trainer.print_to_log_file(f"c2fseg: initialised {info['copied']} weights from "
+                                  f"{info['checkpoint']} (fresh: {len(info['fresh'])} head weights)")
     t0 = time.time()
     trainer.run_training()
     train_s = time.time() - t0
@@ -260,6 +270,10 @@ def _free_port() -> int:
 def run_job(job: dict) -> dict:
     """Plan/preprocess, then train on one device or with DDP over ``num_gpus`` GPUs."""
     nnenv.configure_nnunet(job["work_dir"], job["num_processes"])
+    if job.get("torch_threads"):  # e.g. 1 each when two stages train side by side
+        import torch
+
+        torch.set_num_threads(int(job["torch_threads"]))
     device = _device(job["device"])  # before planning: a device that is not there fails at once
     if job["num_gpus"] > 1:
         import torch
