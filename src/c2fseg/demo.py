@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2fseg.fileutil import write_json_atomic
+from c2fseg.fileutil import usable_cpus, write_json_atomic
 from c2fseg.labels import LABELS, ORGANS, STAGES, TUMOR
 
 #: Group mix of the demo's training set: more complete cases than FLARE (the coarse model trains
@@ -58,11 +58,12 @@ def _step(timings: dict, name: str, start: float) -> None:
     timings[name] = round(time.perf_counter() - start, 2)
 
 
-def demo_settings(train_cases: int, test_cases: int, seed: int, epochs: int | None) -> dict:
+def demo_settings(train_cases: int, test_cases: int, seed: int, epochs: int | None,
+                  iters_per_epoch: int | None = None) -> dict:
     """What makes a demo folder's data and weights reusable."""
     return {"demo_version": DEMO_VERSION, "train_cases": int(train_cases),
             "test_cases": int(test_cases), "seed": int(seed), "epochs": epochs,
-            "group_fractions": DEMO_GROUP_FRACTIONS}
+            "group_fractions": DEMO_GROUP_FRACTIONS, "iters_per_epoch": iters_per_epoch}
 
 
 def prepare_folder(out: Path, settings: dict, retrain: bool) -> bool:
@@ -115,8 +116,7 @@ def run_demo(
     from c2fseg.viz import render_overlay
 
     out = Path(out_dir).resolve()
-    settings = demo_settings(train_cases, test_cases, seed, epochs)
-    settings["iters_per_epoch"] = iters_per_epoch
+    settings = demo_settings(train_cases, test_cases, seed, epochs, iters_per_epoch)
     reuse = prepare_folder(out, settings, retrain)
     data, work, weights, pred = (out / name for name in OWN_FOLDERS)
     timings: dict = {}
@@ -173,7 +173,7 @@ def _reusable(weights: Path, stage: str, work: Path, timings: dict) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     print(f"[demo] 3/6 {stage}: reusing trained weights in {weights / stage}", flush=True)
-    timings[f"train_{stage}"] = _recorded_training_time(work, stage)
+    timings[f"train_{stage}"] = _job_timings(work, stage).get("total_s")
     return True
 
 
@@ -199,16 +199,7 @@ def _side_by_side(device: str) -> bool:
     """
     from c2fseg.device import resolve_device
 
-    return resolve_device(device).type == "cpu" and _cpu_count() >= 2
-
-
-def _cpu_count() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return resolve_device(device).type == "cpu" and usable_cpus() >= 2
 
 
 def _train_side_by_side(stages, data, splits_path, work, weights, overrides, device, timings):
@@ -227,7 +218,7 @@ def _train_side_by_side(stages, data, splits_path, work, weights, overrides, dev
     print(f"[demo] 3/6 coarse pseudo labels for {len(cases)} cases", flush=True)
     pseudo = coarse_pseudo_labels("organ", data, cases, splits, work, weights, device)
     _step(timings, "pseudo_labels", t)
-    threads = max(1, _cpu_count() // len(stages))
+    threads = max(1, usable_cpus() // len(stages))
     logs = {s: work / "jobs" / s / "train.log" for s in stages}
     print(f"[demo] 3/6 training {' and '.join(stages)} side by side ({threads} thread(s) each); "
           f"logs: {', '.join(str(p) for p in logs.values())}", flush=True)
@@ -284,12 +275,12 @@ def _finished_epochs(log: Path) -> int:
         return 0
 
 
-def _recorded_training_time(work: Path, stage: str) -> float | None:
-    """Seconds the earlier training of ``stage`` took (its timings.json), if recorded."""
+def _job_timings(work: Path, stage: str) -> dict:
+    """The timings.json ``train_stage`` wrote for ``stage`` in ``work`` ({} when absent)."""
     try:
-        return json.loads((work / "jobs" / stage / "timings.json").read_text())["total_s"]
-    except (OSError, ValueError, KeyError):
-        return None
+        return json.loads((work / "jobs" / stage / "timings.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _overlay(data: Path, pred: Path, out: Path, render, tumor: dict) -> Path | None:
@@ -311,21 +302,13 @@ def _curves(work: Path, png: Path) -> Path | None:
 
     logs = {}
     for stage in STAGES:
-        folder = _nnunet_output_folder(work, stage)
+        folder = _job_timings(work, stage).get("output_folder")
         log = training_log(folder) if folder else None
         if log and log["train_losses"]:
             logs[stage] = log
     if not logs:
         return None
     return plot_training_curves(logs, png, title="c2fseg demo: training curves (nnU-Net logs)")
-
-
-def _nnunet_output_folder(work: Path, stage: str) -> Path | None:
-    try:
-        timings = json.loads((work / "jobs" / stage / "timings.json").read_text())
-        return Path(timings["output_folder"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def _per_case(report) -> dict:

@@ -132,10 +132,14 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: containers, taskset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def default_workers(limit: int = 4) -> int:
     """Worker processes for per-case parallel work: min(limit, usable CPUs), at least 1."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(limit, cpus))
+    return max(1, min(limit, usable_cpus()))

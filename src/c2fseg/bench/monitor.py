@@ -225,12 +225,10 @@ def machine_info(device) -> dict:
     import psutil
     import torch
 
+    from c2fseg.fileutil import usable_cpus
     from c2fseg.report import environment_info
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count()
+    usable = usable_cpus()
     info = {
         **environment_info(str(device)),
         "cpu_model": cpu_model(),

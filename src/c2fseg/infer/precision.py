@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
@@ -52,12 +50,11 @@ def default_tile_batch(device: torch.device, patch: tuple[int, ...] | list[int])
 
 def cap_cpu_threads() -> None:
     """Never run more torch threads than CPUs this process may use (containers, taskset)."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        available = os.cpu_count() or 1
+    from c2fseg.fileutil import usable_cpus
+
+    available = usable_cpus()
     if torch.get_num_threads() > available:
-        torch.set_num_threads(max(1, available))
+        torch.set_num_threads(available)
 
 
 def prepare_device(device: torch.device) -> None:
