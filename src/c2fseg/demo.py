@@ -29,7 +29,7 @@ from c2fseg.labels import LABELS, ORGANS, STAGES, TUMOR
 DEMO_GROUP_FRACTIONS = {"G6": 0.4, "G4": 0.4, "G5": 0.1, "G1": 0.1}
 #: Bumped whenever the demo's recipe (phantoms, training settings) changes: a folder made by
 #: another version is started afresh instead of reusing stale weights.
-DEMO_VERSION = 2
+DEMO_VERSION = 3  # 3: coarse 1000 steps, overlapping Gaussian tiles, tumor heads from coarse
 #: The demo's own sub-folders (the only things it deletes when it starts a folder afresh).
 OWN_FOLDERS = ("data", "work", "weights", "predictions")
 SETTINGS_FILE = "demo_settings.json"
@@ -205,17 +205,19 @@ def _side_by_side(device: str) -> bool:
 def _train_side_by_side(stages, data, splits_path, work, weights, overrides, device, timings):
     """Train the tumor and organ stages at once, each with half the cores; logs go to files.
 
-    Their coarse pseudo labels are made first, once, for the cases of both stages.
+    Their coarse pseudo labels are made first, once, for the cases of both stages that need one
+    (the organ stage's need covers the tumor stage's).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from c2fseg.data.groups import load_splits
-    from c2fseg.train.run import coarse_pseudo_labels, stage_cases, train_stage
+    from c2fseg.train.run import cases_needing_pseudo, coarse_pseudo_labels, stage_cases, train_stage
 
     splits = load_splits(splits_path)
     cases = sorted({c for s in stages for c in stage_cases(splits, s)})
     t = time.perf_counter()
-    print(f"[demo] 3/6 coarse pseudo labels for {len(cases)} cases", flush=True)
+    print(f"[demo] 3/6 coarse pseudo labels for {len(cases_needing_pseudo(splits, cases, 'organ'))} "
+          "cases (fully annotated tumor-free cases need none)", flush=True)
     pseudo = coarse_pseudo_labels("organ", data, cases, splits, work, weights, device)
     _step(timings, "pseudo_labels", t)
     threads = max(1, usable_cpus() // len(stages))

@@ -18,6 +18,7 @@ from c2fseg.data.stage_dataset import (
     find_pseudo_label,
     geometry_mismatch,
     organ_target,
+    pseudo_label_needed,
     skipped_reasons,
     tumor_target,
     zcrop_bounds,
@@ -191,6 +192,55 @@ def test_build_organ_needs_pseudo_labels(tmp_path):
     with pytest.raises(StageDatasetError, match="u: no pseudo label"):
         build_stage_dataset("organ", tmp_path / "data", ["u"], tmp_path / "raw",
                             pseudo_dir=tmp_path / "pseudo", progress=False)
+
+
+def test_pseudo_label_needed_only_where_the_ground_truth_is_incomplete():
+    every = list(range(14))
+    assert not pseudo_label_needed("organ", every) and not pseudo_label_needed("tumor", every)
+    assert pseudo_label_needed("organ", every + [14])  # organ under the tumor is unknown
+    assert not pseudo_label_needed("tumor", every + [14])
+    assert pseudo_label_needed("tumor", [0, 1, 14]) and pseudo_label_needed("organ", [0, 1, 2])
+    assert pseudo_label_needed("organ", None)  # no label file
+    assert not pseudo_label_needed("coarse", None)
+
+
+def test_complete_case_without_tumor_builds_without_a_pseudo_label(tmp_path):
+    data, pseudo_dir = tmp_path / "data", tmp_path / "pseudo"
+    pseudo_dir.mkdir()
+    full = _full_labels()
+    _case(data, "full", full)
+    with_tumor = full.copy()
+    with_tumor[13, 5, 5] = 14
+    _case(data, "tumor", with_tumor)
+    partial = full.copy()
+    partial[partial == 7] = 0
+    _case(data, "partial", partial)
+    for stage in ("organ", "tumor"):
+        rec = build_stage_dataset(stage, data, ["full"], tmp_path / stage, pseudo_dir=pseudo_dir,
+                                  margin=3, progress=False)
+        seg = read_labels(tmp_path / stage / "labelsTr" / "full.nii.gz").array
+        lo, hi = rec["cases"]["full"]["z_range"]
+        assert np.array_equal(seg, full[lo:hi])
+    with pytest.raises(StageDatasetError) as err:
+        build_stage_dataset("organ", data, ["full", "tumor", "partial"], tmp_path / "raw2",
+                            pseudo_dir=pseudo_dir, progress=False)
+    msg = str(err.value)
+    assert "tumor: no pseudo label" in msg and "partial: no pseudo label" in msg and "full:" not in msg
+
+
+def test_only_cases_that_need_one_are_pseudo_labelled():
+    from c2fseg.train.run import cases_needing_pseudo
+
+    every = list(range(14))
+    splits = {"cases": {
+        "g6": {"label": "labelsTr/g6.nii.gz", "labels_present": every},
+        "g4": {"label": "labelsTr/g4.nii.gz", "labels_present": [0, 1, 14]},
+        "full_tumor": {"label": "labelsTr/f.nii.gz", "labels_present": every + [14]},
+        "g1": {"label": None, "labels_present": []},
+    }}
+    cases = ["g6", "g4", "full_tumor", "g1", "unknown"]
+    assert cases_needing_pseudo(splits, cases, "organ") == ["g4", "full_tumor", "g1", "unknown"]
+    assert cases_needing_pseudo(splits, cases, "tumor") == ["g4", "g1", "unknown"]
 
 
 def test_build_is_resumable_and_drops_stale_cases(tmp_path):

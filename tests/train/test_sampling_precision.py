@@ -103,10 +103,16 @@ def test_warm_start_copies_matching_weights_and_keeps_new_heads(tmp_path):
     assert not info["fresh"]
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in same.state_dict().items())
     info = trainers.init_from_checkpoint(tumor, ckpt)
-    assert info["fresh"] and all(".seg_layers." in k for k in info["fresh"])
+    assert not info["fresh"] and info["extended"]
+    assert all(".seg_layers." in k for k in info["extended"])
+    src = source.state_dict()
     for key, value in tumor.state_dict().items():
-        expected = before[key] if key in info["fresh"] else source.state_dict()[key]
-        assert torch.equal(value, expected), key
+        if key in info["extended"]:  # labels 0-13 from the source, the new label 14 fresh
+            assert torch.equal(value[:14], src[key]), key
+            assert torch.equal(value[14:], before[key][14:]), key
+            assert not torch.equal(value[14:], src[key][:1]), key
+        else:
+            assert torch.equal(value, src[key]), key
     with pytest.raises(ValueError, match="same network"):
         trainers.init_from_checkpoint(_unet(14, (8, 16, 32)), ckpt)
 

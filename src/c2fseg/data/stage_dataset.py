@@ -20,6 +20,9 @@ so no target ever labels an unannotated organ as background. The merge rules are
 3. pseudo labels only add organs that the case does not annotate, and only on voxels that are
    ground-truth background.
 
+A fully annotated case without tumor voxels needs no pseudo label (rule 3 adds nothing to it):
+:func:`pseudo_label_needed` says which cases do, so the coarse model labels only those.
+
 A case whose target is empty (no label of the stage, e.g. an unlabelled scan whose coarse pseudo
 label found nothing) is skipped and reported in the build record's ``skipped`` entry; the build
 fails only when no case is left.
@@ -89,6 +92,24 @@ def annotated_organs(labels: np.ndarray) -> frozenset[int]:
     """Organs present in a ground-truth label map (absent organs count as not annotated)."""
     present = np.unique(labels)
     return frozenset(int(v) for v in present if int(v) in ORGANS)
+
+
+def pseudo_label_needed(stage: str, labels_present: Iterable[int] | None) -> bool:
+    """Whether a case of ``stage`` needs a pseudo label, from the labels its ground truth holds.
+
+    None (no label file) needs one; the tumor stage needs one when an organ is not annotated,
+    the organ stage also when the case has tumor voxels (the organ under them is unknown). A
+    fully annotated case without tumor takes its whole target from the ground truth.
+    """
+    check_stage(stage)
+    if stage == "coarse":
+        return False
+    if labels_present is None:
+        return True
+    present = {int(v) for v in labels_present}
+    if any(o not in present for o in ORGANS):
+        return True
+    return stage == "organ" and TUMOR in present
 
 
 def _organs_only(pseudo: np.ndarray) -> np.ndarray:
@@ -277,8 +298,9 @@ def check_sources(stage: str, sources: list[CaseSources]) -> None:
             continue
         if needs_label and src.label is None:
             problems.append(f"{src.case}: no label file in labelsTr (the {stage} stage needs labels)")
-        if needs_pseudo and src.pseudo is None:
-            problems.append(f"{src.case}: no pseudo label file")
+        if needs_pseudo and src.pseudo is None and not _complete_without_pseudo(stage, src):
+            problems.append(f"{src.case}: no pseudo label file (the case does not annotate every "
+                            "organ, or has tumor voxels the organ stage needs an organ label under)")
         try:
             geom = read_geometry(src.image)
             for kind in ("label", "pseudo"):
@@ -293,6 +315,17 @@ def check_sources(stage: str, sources: list[CaseSources]) -> None:
             problems.append(f"{src.case}: unreadable file ({exc})")
     if problems:
         raise StageDatasetError(_problem_report(stage, problems))
+
+
+def _complete_without_pseudo(stage: str, src: CaseSources) -> bool:
+    """True when ``src`` has a readable label that needs no pseudo label for ``stage``."""
+    if src.label is None:
+        return False
+    try:
+        present = np.unique(read_labels(src.label).array)
+    except ImageReadError:
+        return False  # reported by the caller's geometry check
+    return not pseudo_label_needed(stage, present)
 
 
 def _problem_report(stage: str, problems: list[str]) -> str:
@@ -340,6 +373,8 @@ def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int,
     for name, arr in (("label", gt), ("pseudo label", pseudo)):
         if arr is not None and arr.shape != ct.shape:
             raise ImageReadError(f"{src.case}: {name} shape {arr.shape} differs from image {ct.shape}")
+    if pseudo is None and gt is not None and stage != "coarse" and not pseudo_label_needed(stage, np.unique(gt)):
+        pseudo = np.zeros_like(gt)  # fully annotated, no tumor: the ground truth is the whole target
     target = stage_target(stage, gt, pseudo)
     if not target.any():
         used = " and ".join(n for n, a in (("label", gt), ("pseudo label", pseudo)) if a is not None)

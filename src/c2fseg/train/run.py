@@ -105,9 +105,26 @@ def _link_images(data_dir: Path, cases: list[str], splits: dict, out: Path) -> P
     return out
 
 
+def cases_needing_pseudo(splits: dict, cases: list[str], stage: str) -> list[str]:
+    """The ``cases`` whose ``stage`` target needs a pseudo label, judged by the labels the splits
+    recorded for each case (:func:`c2fseg.data.stage_dataset.pseudo_label_needed`; a case without
+    that record is assumed to need one)."""
+    from c2fseg.data.stage_dataset import pseudo_label_needed
+
+    info = splits.get("cases") or {}
+    out = []
+    for case in cases:
+        entry = info.get(case) or {}
+        present = entry.get("labels_present") if entry.get("label") else None
+        if pseudo_label_needed(stage, present):
+            out.append(case)
+    return out
+
+
 def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: dict, work_dir: Path,
                          weights_dir: Path, device: str) -> Path:
-    """Pseudo labels of ``cases`` from the trained coarse model, made once and reused.
+    """Pseudo labels from the trained coarse model for those of ``cases`` that need one (not a
+    fully annotated case without tumor), made once and reused.
 
     They live in a folder named after the coarse checkpoint's hash, so retraining the coarse
     model gives new pseudo labels instead of silently reusing stale ones.
@@ -124,6 +141,10 @@ def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: d
             "--pseudo-labels with organ pseudo labels for these cases"
         )
     out = work_dir / "pseudo_labels" / f"coarse-{sha256_file(ckpt)[:12]}"
+    cases = cases_needing_pseudo(splits, cases, stage)
+    if not cases:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
     # a folder of links to exactly this stage's images; finished outputs are skipped on re-runs
     inputs = work_dir / "pseudo_inputs" / stage
     if inputs.exists():
