@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-#: large organs the tiny configuration (500 iterations, no augmentation) learns reliably
+#: large organs the tiny configuration (1000 iterations, no augmentation) learns reliably
 LARGE_ORGANS = (1, 2, 3, 11, 13)
 
 
