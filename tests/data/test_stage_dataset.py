@@ -215,17 +215,35 @@ def test_complete_case_without_tumor_builds_without_a_pseudo_label(tmp_path):
     partial = full.copy()
     partial[partial == 7] = 0
     _case(data, "partial", partial)
-    for stage in ("organ", "tumor"):
-        rec = build_stage_dataset(stage, data, ["full"], tmp_path / stage, pseudo_dir=pseudo_dir,
-                                  margin=3, progress=False)
-        seg = read_labels(tmp_path / stage / "labelsTr" / "full.nii.gz").array
-        lo, hi = rec["cases"]["full"]["z_range"]
-        assert np.array_equal(seg, full[lo:hi])
+    rec = build_stage_dataset("organ", data, ["full"], tmp_path / "organ", pseudo_dir=pseudo_dir,
+                              margin=3, progress=False)
+    seg = read_labels(tmp_path / "organ" / "labelsTr" / "full.nii.gz").array
+    lo, hi = rec["cases"]["full"]["z_range"]
+    assert np.array_equal(seg, full[lo:hi])
+    # the tumor stage takes a fully annotated tumor case from its ground truth alone
+    rec = build_stage_dataset("tumor", data, ["tumor"], tmp_path / "tumor", pseudo_dir=pseudo_dir,
+                              margin=3, progress=False)
+    seg = read_labels(tmp_path / "tumor" / "labelsTr" / "tumor.nii.gz").array
+    lo, hi = rec["cases"]["tumor"]["z_range"]
+    assert np.array_equal(seg, with_tumor[lo:hi])
     with pytest.raises(StageDatasetError) as err:
         build_stage_dataset("organ", data, ["full", "tumor", "partial"], tmp_path / "raw2",
                             pseudo_dir=pseudo_dir, progress=False)
     msg = str(err.value)
     assert "tumor: no pseudo label" in msg and "partial: no pseudo label" in msg and "full:" not in msg
+
+
+def test_check_trusts_the_splits_and_the_build_catches_a_wrong_record(tmp_path):
+    data, pseudo_dir = tmp_path / "data", tmp_path / "pseudo"
+    pseudo_dir.mkdir()
+    partial = _full_labels()
+    partial[partial == 7] = 0
+    _case(data, "p", partial)
+    every = list(range(14))  # the splits claim the case is complete: it is not
+    files = {"p": {"image": "imagesTr/p_0000.nii.gz", "label": "labelsTr/p.nii.gz", "labels_present": every}}
+    with pytest.raises(StageDatasetError, match="rebuild it with `c2fseg split`"):
+        build_stage_dataset("organ", data, ["p"], tmp_path / "raw", pseudo_dir=pseudo_dir,
+                            case_files=files, progress=False)
 
 
 def test_only_cases_that_need_one_are_pseudo_labelled():

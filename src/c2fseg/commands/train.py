@@ -106,7 +106,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. the hiasbuaa config's tumor_2 patch) and export WEIGHTS/tumor_N/; "
                         "predict uses tumor/, tumor_2/, ... together")
     p.add_argument("--pseudo-labels", type=existing_dir, default=None, metavar="DIR",
-                   help="organ pseudo labels for the tumor and organ stages, one file per case named "
+                   help="organ pseudo labels for the tumor and organ stages, one file per case that does not "
+                        "annotate every organ (or, for the organ stage, holds a tumor), named "
                         "<case>.nii.gz or <case>_0000.nii.gz (other image formats c2fseg reads work too); "
                         "ignored for the coarse stage. Default: made with the trained coarse model "
                         "(WEIGHTS/coarse)")

@@ -203,6 +203,8 @@ class CaseSources:
     image: Path
     label: Path | None
     pseudo: Path | None
+    #: label values the splits recorded for the case (None: unknown, read from the file if needed)
+    labels_present: tuple[int, ...] | None = None
 
     def signature(self) -> dict:
         """Name, size and modification time of every input: changes mean "rebuild this case"."""
@@ -258,9 +260,12 @@ def case_sources(data_dir: Path, cases: Iterable[str], pseudo_dir: Path | None,
     out = []
     for case in cases:
         entry = listed.get(case)
+        present = None
         if entry is not None and entry.get("image"):
             image = data_dir / entry["image"]
             label = data_dir / entry["label"] if entry.get("label") else None
+            if label is not None and entry.get("labels_present") is not None:
+                present = tuple(int(v) for v in entry["labels_present"])
         else:
             image = images.get(case) or data_dir / "imagesTr" / (case + IMAGE_SUFFIX)
             label = labels.get(case)
@@ -269,6 +274,7 @@ def case_sources(data_dir: Path, cases: Iterable[str], pseudo_dir: Path | None,
             image=image,
             label=label if label is not None and label.is_file() else None,
             pseudo=find_pseudo_label(pseudo_dir, case, pseudo) if pseudo_dir is not None else None,
+            labels_present=present,
         ))
     return out
 
@@ -318,13 +324,17 @@ def check_sources(stage: str, sources: list[CaseSources]) -> None:
 
 
 def _complete_without_pseudo(stage: str, src: CaseSources) -> bool:
-    """True when ``src`` has a readable label that needs no pseudo label for ``stage``."""
+    """True when ``src``'s label needs no pseudo label for ``stage``: judged from the labels the
+    splits recorded, else from the file (an unreadable one counts as needing a pseudo label;
+    the build reports why it cannot be read). The build checks it again on the label it reads."""
     if src.label is None:
         return False
-    try:
-        present = np.unique(read_labels(src.label).array)
-    except ImageReadError:
-        return False  # reported by the caller's geometry check
+    present = src.labels_present
+    if present is None:
+        try:
+            present = np.unique(read_labels(src.label).array)
+        except ImageReadError:
+            return False
     return not pseudo_label_needed(stage, present)
 
 
@@ -373,7 +383,9 @@ def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int,
     for name, arr in (("label", gt), ("pseudo label", pseudo)):
         if arr is not None and arr.shape != ct.shape:
             raise ImageReadError(f"{src.case}: {name} shape {arr.shape} differs from image {ct.shape}")
-    if pseudo is None and gt is not None and stage != "coarse" and not pseudo_label_needed(stage, np.unique(gt)):
+    if pseudo is None and gt is not None and stage != "coarse":
+        if pseudo_label_needed(stage, np.unique(gt)):
+            raise ValueError(f"no pseudo label file, and its label does not annotate every organ{' (or has tumor voxels)' if stage == 'organ' else ''}; if splits.json says otherwise, rebuild it with `c2fseg split`")
         pseudo = np.zeros_like(gt)  # fully annotated, no tumor: the ground truth is the whole target
     target = stage_target(stage, gt, pseudo)
     if not target.any():

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from c2fseg.fileutil import sha256_file, write_json_atomic
-from c2fseg.labels import check_stage
+from c2fseg.labels import STAGE_LABELS, check_stage
 from c2fseg.train import plans as stage_plans
 from c2fseg.weights import CHECKPOINT_NAME
 
@@ -123,11 +123,16 @@ def cases_needing_pseudo(splits: dict, cases: list[str], stage: str) -> list[str
 
 def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: dict, work_dir: Path,
                          weights_dir: Path, device: str) -> Path:
-    """Pseudo labels from the trained coarse model for those of ``cases`` that need one (not a
-    fully annotated case without tumor), made once and reused.
+    """Pseudo labels from the trained coarse model for those of ``cases`` that need one, made once
+    and reused.
 
-    They live in a folder named after the coarse checkpoint's hash, so retraining the coarse
-    model gives new pseudo labels instead of silently reusing stale ones.
+    Need is judged by the organ stage's rule (a fully annotated case without tumor needs none),
+    which covers the tumor stage's: the tumor and organ stages share this folder, and a case's
+    pseudo label must not appear or vanish depending on which stage ran first (that would change
+    the other stage's training data and refuse its resume). The folder is named after the
+    coarse checkpoint's hash and its inference settings (tile step and weighting change the
+    labels), so a retrained or re-configured coarse model gives new pseudo labels instead of
+    silently reusing stale ones.
     """
     from c2fseg.device import DeviceError
     from c2fseg.infer.pseudolabel import pseudolabel_folder
@@ -140,15 +145,15 @@ def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: d
             f"{ckpt} is missing: train the coarse stage first (`c2fseg train coarse ...`) or pass "
             "--pseudo-labels with organ pseudo labels for these cases"
         )
-    out = work_dir / "pseudo_labels" / f"coarse-{sha256_file(ckpt)[:12]}"
-    cases = cases_needing_pseudo(splits, cases, stage)
-    if not cases:
-        out.mkdir(parents=True, exist_ok=True)
-        return out
+    out = work_dir / "pseudo_labels" / f"coarse-{_pseudo_key(weights_dir / 'coarse', ckpt)}"
+    cases = cases_needing_pseudo(splits, cases, "organ")
     # a folder of links to exactly this stage's images; finished outputs are skipped on re-runs
     inputs = work_dir / "pseudo_inputs" / stage
     if inputs.exists():
         shutil.rmtree(inputs)
+    if not cases:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
     _link_images(data_dir, cases, splits, inputs)
     try:
         summary = pseudolabel_folder("coarse", weights_dir, inputs, out, device=device)
@@ -158,6 +163,18 @@ def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: d
         failed = "\n  ".join(f"{c}: {r}" for c, r in sorted(summary["failed"].items()))
         raise TrainingError(f"pseudo labelling failed for {len(summary['failed'])} case(s):\n  {failed}")
     return out
+
+
+def _pseudo_key(stage_dir: Path, ckpt: Path) -> str:
+    """12 hex digits naming a coarse model's pseudo labels: its checkpoint and inference settings."""
+    import hashlib
+
+    try:
+        inference = json.loads((stage_dir / "manifest.json").read_text()).get("inference")
+    except (OSError, ValueError):
+        inference = None  # pseudolabel_folder reports an unusable manifest
+    text = sha256_file(ckpt) + json.dumps(inference, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _run_worker(job: dict, job_dir: Path, log_file: Path | None = None) -> dict:
@@ -367,7 +384,7 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
     if fold != "all":
         write_json_atomic(work_dir / "nnUNet_preprocessed" / name / "splits_final.json",
                           _fold_lists(splits, stage, fold, set(built)))
-    init_checkpoint = _init_checkpoint(settings, weights_dir, folder)
+    init_checkpoint = _init_checkpoint(settings, weights_dir, folder, stage)
     job = {
         "init_checkpoint": init_checkpoint,
         "stage": stage, "dataset_name": name, "work_dir": str(work_dir), "job_dir": str(job_dir),
@@ -387,8 +404,12 @@ def train_stage(stage: str, data_dir, splits_path, work_dir, weights_dir="weight
     return out
 
 
-def _init_checkpoint(settings: dict, weights_dir: Path, folder: str) -> str | None:
-    """The exported checkpoint a stage starts from (``init_from``: a stage folder name), or None."""
+def _init_checkpoint(settings: dict, weights_dir: Path, folder: str, stage: str) -> str | None:
+    """The exported checkpoint a stage starts from (``init_from``: a stage folder name), or None.
+
+    The source's output channels must be the first labels of ``stage`` in the same order (the
+    warm start copies heads channel by channel; an imported stage may order them otherwise).
+    """
     source = settings.get("init_from")
     if not source:
         return None
@@ -398,6 +419,16 @@ def _init_checkpoint(settings: dict, weights_dir: Path, folder: str) -> str | No
     if not ckpt.is_file():
         raise TrainingInputError(f"init_from {source!r}: {ckpt} is missing; train the {source} stage "
                                  "first or set init_from to null")
+    try:
+        labels = json.loads((ckpt.parent / "manifest.json").read_text()).get("channel_labels")
+    except (OSError, ValueError):
+        labels = None
+    wanted = [0, *STAGE_LABELS[stage]]
+    n = min(len(labels or []), len(wanted))
+    if labels is not None and [int(v) for v in labels[:n]] != wanted[:n]:
+        raise TrainingInputError(f"init_from {source!r}: its output channels are labels {labels}, but "
+                                 f"the {stage} stage's are {wanted}; a warm start "
+                                 "needs the same label order")
     return str(ckpt.resolve())
 
 

@@ -235,7 +235,7 @@ def train(job: dict, plans: dict, device, rank: int = 0) -> dict:
         except (ValueError, OSError, KeyError) as exc:
             raise JobSettingsError(f"init_from {job['settings'].get('init_from')!r}: {exc}") from None
         trainer.print_to_log_file(f"c2fseg: initialised {info['copied']} weights from "
-                                  f"{info['checkpoint']} (heads extended with new labels: {len(info['extended'])}, "
+                                  f"{info['checkpoint']} (head tensors extended with new labels: {len(info['extended'])}, "
                                   f"fresh: {len(info['fresh'])})")
     t0 = time.time()
     trainer.run_training()
