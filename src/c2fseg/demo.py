@@ -211,7 +211,12 @@ def _train_side_by_side(stages, data, splits_path, work, weights, overrides, dev
     from concurrent.futures import ThreadPoolExecutor
 
     from c2fseg.data.groups import load_splits
-    from c2fseg.train.run import cases_needing_pseudo, coarse_pseudo_labels, stage_cases, train_stage
+    from c2fseg.train.run import (
+        cases_needing_pseudo,
+        coarse_pseudo_labels,
+        stage_cases,
+        train_stage,
+    )
 
     splits = load_splits(splits_path)
     cases = sorted({c for s in stages for c in stage_cases(splits, s)})

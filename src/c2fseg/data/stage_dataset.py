@@ -112,6 +112,14 @@ def pseudo_label_needed(stage: str, labels_present: Iterable[int] | None) -> boo
     return stage == "organ" and TUMOR in present
 
 
+def recorded_labels(entry: Mapping | None) -> tuple[int, ...] | None:
+    """The label values ``c2fseg split`` recorded for a case (its splits ``cases`` entry), or None
+    when the case has no label file or no record."""
+    if not entry or not entry.get("label") or entry.get("labels_present") is None:
+        return None
+    return tuple(int(v) for v in entry["labels_present"])
+
+
 def _organs_only(pseudo: np.ndarray) -> np.ndarray:
     """Pseudo labels restricted to organs 1-13 (anything else is background)."""
     return np.where(np.isin(pseudo, ORGANS), pseudo, 0).astype(np.uint8)
@@ -264,8 +272,7 @@ def case_sources(data_dir: Path, cases: Iterable[str], pseudo_dir: Path | None,
         if entry is not None and entry.get("image"):
             image = data_dir / entry["image"]
             label = data_dir / entry["label"] if entry.get("label") else None
-            if label is not None and entry.get("labels_present") is not None:
-                present = tuple(int(v) for v in entry["labels_present"])
+            present = recorded_labels(entry)
         else:
             image = images.get(case) or data_dir / "imagesTr" / (case + IMAGE_SUFFIX)
             label = labels.get(case)
@@ -385,7 +392,9 @@ def build_case(stage: str, src: CaseSources, out_dir: Path, margin: int,
             raise ImageReadError(f"{src.case}: {name} shape {arr.shape} differs from image {ct.shape}")
     if pseudo is None and gt is not None and stage != "coarse":
         if pseudo_label_needed(stage, np.unique(gt)):
-            raise ValueError(f"no pseudo label file, and its label does not annotate every organ{' (or has tumor voxels)' if stage == 'organ' else ''}; if splits.json says otherwise, rebuild it with `c2fseg split`")
+            tumor = " (or has tumor voxels)" if stage == "organ" else ""
+            raise ValueError(f"no pseudo label file, and its label does not annotate every organ{tumor}; "
+                             "if splits.json says otherwise, rebuild it with `c2fseg split`")
         pseudo = np.zeros_like(gt)  # fully annotated, no tumor: the ground truth is the whole target
     target = stage_target(stage, gt, pseudo)
     if not target.any():

@@ -163,13 +163,14 @@ def stage_configuration(plans: Mapping, stage: str, settings: Mapping,
     arch = copy.deepcopy(base["architecture"])
     kw = arch["arch_kwargs"]
     conv_key = "n_conv_per_stage" if "n_conv_per_stage" in kw else "n_blocks_per_stage"
+    convs = int(settings.get("convs_per_stage", 2))
     kw.update({
         "n_stages": n,
         "features_per_stage": features_per_stage(settings["features"], n, settings["max_features"]),
         "kernel_sizes": kernels,
         "strides": strides,
-        conv_key: [int(settings.get("convs_per_stage", 2))] * n,
-        "n_conv_per_stage_decoder": [int(settings.get("convs_per_stage", 2))] * (n - 1),
+        conv_key: [convs] * n,
+        "n_conv_per_stage_decoder": [convs] * (n - 1),
     })
     spacing_list = [float(round(s, 6)) for s in spacing]
     resampling = settings.get("resampling") or load_defaults()["resampling"]

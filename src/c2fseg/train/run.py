@@ -109,16 +109,10 @@ def cases_needing_pseudo(splits: dict, cases: list[str], stage: str) -> list[str
     """The ``cases`` whose ``stage`` target needs a pseudo label, judged by the labels the splits
     recorded for each case (:func:`c2fseg.data.stage_dataset.pseudo_label_needed`; a case without
     that record is assumed to need one)."""
-    from c2fseg.data.stage_dataset import pseudo_label_needed
+    from c2fseg.data.stage_dataset import pseudo_label_needed, recorded_labels
 
     info = splits.get("cases") or {}
-    out = []
-    for case in cases:
-        entry = info.get(case) or {}
-        present = entry.get("labels_present") if entry.get("label") else None
-        if pseudo_label_needed(stage, present):
-            out.append(case)
-    return out
+    return [c for c in cases if pseudo_label_needed(stage, recorded_labels(info.get(c)))]
 
 
 def coarse_pseudo_labels(stage: str, data_dir: Path, cases: list[str], splits: dict, work_dir: Path,
@@ -169,12 +163,18 @@ def _pseudo_key(stage_dir: Path, ckpt: Path) -> str:
     """12 hex digits naming a coarse model's pseudo labels: its checkpoint and inference settings."""
     import hashlib
 
-    try:
-        inference = json.loads((stage_dir / "manifest.json").read_text()).get("inference")
-    except (OSError, ValueError):
-        inference = None  # pseudolabel_folder reports an unusable manifest
+    inference = _raw_manifest(stage_dir).get("inference")  # pseudolabel_folder reports a bad one
     text = sha256_file(ckpt) + json.dumps(inference, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _raw_manifest(stage_dir: Path) -> dict:
+    """A stage folder's manifest.json as written, unchecked ({} when absent or unreadable): for
+    derived names and early checks; loading the stage validates it."""
+    try:
+        return json.loads((Path(stage_dir) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _run_worker(job: dict, job_dir: Path, log_file: Path | None = None) -> dict:
@@ -419,10 +419,7 @@ def _init_checkpoint(settings: dict, weights_dir: Path, folder: str, stage: str)
     if not ckpt.is_file():
         raise TrainingInputError(f"init_from {source!r}: {ckpt} is missing; train the {source} stage "
                                  "first or set init_from to null")
-    try:
-        labels = json.loads((ckpt.parent / "manifest.json").read_text()).get("channel_labels")
-    except (OSError, ValueError):
-        labels = None
+    labels = _raw_manifest(ckpt.parent).get("channel_labels")
     wanted = [0, *STAGE_LABELS[stage]]
     n = min(len(labels or []), len(wanted))
     if labels is not None and [int(v) for v in labels[:n]] != wanted[:n]:
